@@ -1,0 +1,170 @@
+"""CLI: dev | serve | scheduler | migrate | seed | bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from .config import ConfigError, Settings, environment, export, load_settings
+from .logs import configure
+
+log = logging.getLogger("slots_service")
+
+
+def serve(settings: Settings) -> None:
+    """The API under granian, until SIGINT/SIGTERM."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    Granian(
+        "slots_service.app:asgi_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        loop=Loops.uvloop,
+        websockets=False,
+        backlog=2048,
+        log_access=False,
+    ).serve()
+
+
+async def _scheduler(settings: Settings) -> None:
+    from .jobs import Scheduler
+    from .runtime import Runtime
+
+    rt = await Runtime.start(settings)
+    scheduler = Scheduler(rt)
+    scheduler.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await scheduler.stop()
+    await rt.close()
+
+
+async def _prepare(settings: Settings, demo: bool) -> None:
+    """Migrate, optionally load the demo catalog, open the horizon, fill Redis."""
+    from . import demo as demo_catalog
+    from .db import migrate
+    from .jobs import run_job
+    from .runtime import Runtime
+
+    applied = await migrate(settings.database_url)
+    log.info("migrations applied: %s", applied or "none pending")
+    rt = await Runtime.start(settings)
+    try:
+        if demo:
+            services, offices = await demo_catalog.load(rt)
+            log.info("demo catalog: %d services, %d offices", services, offices)
+        await run_job(rt, "open-horizon")
+        await run_job(rt, "reconcile")
+    finally:
+        await rt.close()
+
+
+def dev(args: argparse.Namespace) -> int:
+    """Everything on one machine: embedded Postgres and Valkey unless URLs are given."""
+    from .devservers import DevServers
+
+    root = Path(args.data).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(environment())
+    servers = DevServers(root, postgres=not env.get("DATABASE_URL"), redis=not env.get("REDIS_URL"))
+    servers.start()
+    try:
+        # The API workers read their settings from the environment: hand them ours.
+        found: dict[str, str] = {}
+        if not env.get("DATABASE_URL"):
+            found["DATABASE_URL"] = servers.database_url
+        if not env.get("REDIS_URL"):
+            found["REDIS_URL"] = servers.redis_url
+        if not env.get("SLOTS_PII_KEY"):
+            key_file = root / "pii_key"
+            if not key_file.exists():
+                key_file.write_text(secrets.token_hex(32))
+                key_file.chmod(0o600)
+            found["SLOTS_PII_KEY"] = key_file.read_text().strip()
+        if not env.get("SLOTS_API_KEYS"):
+            admin = "dev-" + secrets.token_urlsafe(24)
+            found["SLOTS_API_KEYS"] = (
+                f"{admin}=admin,bookings:read,bookings:write,checkin,events:read"
+            )
+            print(f"dev API key (all scopes): {admin}", flush=True)
+        if not env.get("SLOTS_SCHEDULER_IN_PROCESS"):
+            found["SLOTS_SCHEDULER_IN_PROCESS"] = "1"
+        export(found)
+        settings = load_settings()
+        asyncio.run(_prepare(settings, demo=True))
+        print(f"slots-service on http://{settings.host}:{settings.port}", flush=True)
+        serve(settings)
+    finally:
+        servers.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="slots-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_dev = sub.add_parser("dev", help="embedded Postgres + Valkey, demo data, API and jobs")
+    p_dev.add_argument("--data", default=".devdata", help="where the embedded servers live")
+    sub.add_parser("serve", help="the API only, against DATABASE_URL and REDIS_URL")
+    sub.add_parser("scheduler", help="the scheduled jobs (one leader among replicas)")
+    sub.add_parser("migrate", help="apply SQL migrations under an advisory lock")
+    p_seed = sub.add_parser("seed", help="migrate, load the demo catalog, open the horizon")
+    p_seed.add_argument("--no-demo", action="store_true", help="skip the demo catalog")
+    p_bench = sub.add_parser("bench", help="measure booking throughput and latency")
+    p_bench.add_argument("--seconds", type=float, default=10.0)
+    p_bench.add_argument("--concurrency", type=int, default=64)
+    p_bench.add_argument("--data", default=".devdata/bench")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"slots-service: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log_level)
+    if args.command == "dev":
+        return dev(args)
+    if args.command == "bench":
+        from .bench import run as run_bench
+
+        return run_bench(args)
+    if not settings.database_url:
+        print("slots-service: DATABASE_URL is required", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        from .db import migrate
+
+        applied = asyncio.run(migrate(settings.database_url))
+        print(f"applied: {', '.join(applied) or 'nothing pending'}")
+        return 0
+    if not settings.pii_key:
+        print("slots-service: SLOTS_PII_KEY is required", file=sys.stderr)
+        return 2
+    if args.command == "seed":
+        asyncio.run(_prepare(settings, demo=not args.no_demo))
+        return 0
+    if args.command == "serve":
+        serve(settings)
+        return 0
+    if args.command == "scheduler":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_scheduler(settings))
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""create_app(settings) -> Litestar: routes, plugins, lifespan. No business rules."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Response, get
+from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import metrics, problems, routes
+from .auth import Keys
+from .config import Settings
+from .jobs import Scheduler
+from .models import Ready
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@get("/healthz", tags=["operations"], include_in_schema=True)
+async def healthz() -> dict[str, str]:
+    """200 while the process runs."""
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["operations"])
+async def readyz(state: State) -> Response[Ready]:
+    """200 when Postgres answers; Redis down is only `degraded`."""
+    rt: Runtime = state.rt
+    postgres = "ok"
+    if state.shutting_down:
+        postgres = "shutting_down"
+    else:
+        try:
+            await rt.pool.fetchval("SELECT 1", timeout=2)
+        except Exception:
+            postgres = "unreachable"
+    redis = "ok" if await rt.counters.ping() else "degraded"
+    status = 200 if postgres == "ok" else 503
+    headers = {"Retry-After": "2"} if status == 503 else None
+    return Response(Ready(postgres=postgres, redis=redis), status_code=status, headers=headers)
+
+
+@get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST)
+async def metrics_text() -> Response[bytes]:
+    """Prometheus text exposition."""
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def latency_middleware(app: ASGIApp) -> ASGIApp:
+    """Observe every HTTP request's latency by route template and status."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("path_template") or "unmatched"
+            method = str(scope.get("method", "GET"))
+            metrics.http_latency.labels(method, route, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    return middleware
+
+
+def create_app(settings: Settings) -> Litestar:
+    if not settings.database_url:
+        raise ValueError("DATABASE_URL is required")
+    if not settings.pii_key:
+        raise ValueError("SLOTS_PII_KEY is required (identity numbers are stored as HMACs)")
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        rt = await Runtime.start(settings)
+        app.state.rt = rt
+        app.state.api_keys = Keys(settings.api_keys)
+        app.state.shutting_down = False
+        scheduler = Scheduler(rt) if settings.scheduler_in_process else None
+        if scheduler is not None:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            app.state.shutting_down = True
+            if scheduler is not None:
+                await scheduler.stop()
+            await rt.close()
+
+    openapi = OpenAPIConfig(
+        title="slots-service",
+        version="1.0.0",
+        description="Bookable seats of government service offices. See API.md.",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
+            }
+        ),
+        security=[{"bearer": []}],
+        path="/schema",
+    )
+    return Litestar(
+        route_handlers=[healthz, readyz, metrics_text, *routes.handlers],
+        dependencies=routes.dependencies,
+        exception_handlers=problems.handlers,
+        lifespan=[lifespan],
+        middleware=[latency_middleware],
+        openapi_config=openapi,
+        request_max_body_size=64 * 1024,
+        debug=False,
+        logging_config=None,
+    )
+
+
+def asgi_app() -> Any:
+    """Factory for granian (`slots_service.app:asgi_app`): settings from the environment."""
+    from .config import load_settings
+    from .logs import configure
+
+    settings = load_settings()
+    configure(settings.log_level)
+    return create_app(settings)

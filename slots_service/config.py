@@ -1,0 +1,183 @@
+"""Settings read once from the environment (twelve-factor), frozen; secrets never in repr."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+SCOPES = frozenset({"admin", "bookings:read", "bookings:write", "checkin", "events:read"})
+
+
+class Secret:
+    """A value whose repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class ConfigError(ValueError):
+    """The environment holds a setting that cannot be used."""
+
+
+def parse_api_keys(text: str) -> dict[str, frozenset[str]]:
+    """`key=scope,scope;key2=scope` -> {key: scopes}."""
+    keys: dict[str, frozenset[str]] = {}
+    for part in text.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, scopes_text = part.partition("=")
+        key = key.strip()
+        scopes = frozenset(s.strip() for s in scopes_text.split(",") if s.strip())
+        if not sep or not key:
+            raise ConfigError("SLOTS_API_KEYS: each entry is key=scope,scope")
+        unknown = scopes - SCOPES
+        if unknown:
+            raise ConfigError(f"SLOTS_API_KEYS: unknown scopes {sorted(unknown)}")
+        keys[key] = scopes
+    return keys
+
+
+def normalise_database_url(url: str) -> str:
+    if url.startswith("postgres://"):
+        return "postgresql://" + url[len("postgres://") :]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = ""
+    redis_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+    # The zone of instants that belong to no office (a person's block end).
+    timezone: str = "Asia/Shanghai"
+    api_keys: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    pii_key: Secret = field(default_factory=lambda: Secret(""))
+    webhook_url: str = ""
+    webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    test_clock: bool = False
+    scheduler_in_process: bool = False
+    db_pool_size: int = 20
+    redis_timeout_s: float = 0.25
+    # Policy defaults (API.md "Policy defaults"), each overridable by environment.
+    horizon_first_day: int = 1
+    horizon_days: int = 14
+    horizon_opens_at: str = "00:00"
+    active_bookings_per_service: int = 1
+    bookings_per_day: int = 1
+    one_phone_per_identity: bool = True
+    no_show_grace_minutes: int = 30
+    no_show_block_count: int = 3
+    no_show_window_days: int = 180
+    no_show_block_days: int = 180
+    cancel_block_count: int = 3
+    cancel_window_days: int = 30
+    cancel_block_hours: int = 24
+    reminder_time: str = "18:00"
+    retention_days: int = 180
+    idempotency_hours: int = 24
+    check_in_early_minutes: int = 60
+    rate_limit_per_key_per_minute: int = 0
+    rate_limit_per_person_per_minute: int = 30
+
+    @property
+    def idempotency_period(self) -> timedelta:
+        return timedelta(hours=self.idempotency_hours)
+
+
+_INT_POLICIES = {
+    "horizon_first_day": "SLOTS_HORIZON_FIRST_DAY",
+    "horizon_days": "SLOTS_HORIZON_DAYS",
+    "active_bookings_per_service": "SLOTS_ACTIVE_BOOKINGS_PER_SERVICE",
+    "bookings_per_day": "SLOTS_BOOKINGS_PER_DAY",
+    "no_show_grace_minutes": "SLOTS_NO_SHOW_GRACE_MINUTES",
+    "no_show_block_count": "SLOTS_NO_SHOW_BLOCK_COUNT",
+    "no_show_window_days": "SLOTS_NO_SHOW_WINDOW_DAYS",
+    "no_show_block_days": "SLOTS_NO_SHOW_BLOCK_DAYS",
+    "cancel_block_count": "SLOTS_CANCEL_BLOCK_COUNT",
+    "cancel_window_days": "SLOTS_CANCEL_WINDOW_DAYS",
+    "cancel_block_hours": "SLOTS_CANCEL_BLOCK_HOURS",
+    "retention_days": "SLOTS_RETENTION_DAYS",
+    "idempotency_hours": "SLOTS_IDEMPOTENCY_HOURS",
+    "check_in_early_minutes": "SLOTS_CHECK_IN_EARLY_MINUTES",
+    "rate_limit_per_key_per_minute": "SLOTS_RATE_LIMIT_PER_KEY",
+    "rate_limit_per_person_per_minute": "SLOTS_RATE_LIMIT_PER_PERSON",
+    "port": "SLOTS_PORT",
+    "workers": "SLOTS_WORKERS",
+    "db_pool_size": "SLOTS_DB_POOL_SIZE",
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
+
+
+def _hhmm(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    hh, _, mm = raw.partition(":")
+    if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60 and len(mm) == 2):
+        raise ConfigError(f"{name} must be HH:MM")
+    return f"{int(hh):02d}:{mm}"
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, read-only (this module is the one place that reads it)."""
+    return os.environ
+
+
+def export(values: Mapping[str, str]) -> None:
+    """Set variables for child processes (the API workers of `slots-service dev`)."""
+    os.environ.update(values)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment once. `env` defaults to os.environ."""
+    env = os.environ if env is None else env
+    ints = {attr: _int(env, name, getattr(Settings, attr)) for attr, name in _INT_POLICIES.items()}
+    pii = env.get("SLOTS_PII_KEY", "")
+    if pii and len(pii) < 16:
+        raise ConfigError("SLOTS_PII_KEY must be at least 16 characters")
+    return Settings(
+        database_url=normalise_database_url(env.get("DATABASE_URL", "")),
+        redis_url=env.get("REDIS_URL", ""),
+        host=env.get("SLOTS_HOST", Settings.host),
+        log_level=env.get("SLOTS_LOG_LEVEL", Settings.log_level),
+        timezone=env.get("SLOTS_TIMEZONE", Settings.timezone),
+        api_keys=parse_api_keys(env.get("SLOTS_API_KEYS", "")),
+        pii_key=Secret(pii),
+        webhook_url=env.get("SLOTS_WEBHOOK_URL", ""),
+        webhook_secret=Secret(env.get("SLOTS_WEBHOOK_SECRET", "")),
+        test_clock=env.get("SLOTS_TEST_CLOCK", "").lower() in _TRUE,
+        scheduler_in_process=env.get("SLOTS_SCHEDULER_IN_PROCESS", "").lower() in _TRUE,
+        redis_timeout_s=float(env.get("SLOTS_REDIS_TIMEOUT_S", Settings.redis_timeout_s)),
+        horizon_opens_at=_hhmm(env, "SLOTS_HORIZON_OPENS_AT", Settings.horizon_opens_at),
+        one_phone_per_identity=env.get("SLOTS_ONE_PHONE_PER_IDENTITY", "1").lower() in _TRUE,
+        reminder_time=_hhmm(env, "SLOTS_REMINDER_TIME", Settings.reminder_time),
+        **ints,
+    )

@@ -1,0 +1,157 @@
+"""The Redis gate: Lua scripts loaded once, one-line calls, degraded mode when Redis is gone.
+
+Redis only gates. Every answer here is advisory except "full", and even that is corrected by
+the `reconcile` job; Postgres decides. When Redis cannot be reached the gate is bypassed for a
+short while (circuit breaker) so that bookings go through Postgres alone without waiting on
+timeouts.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from datetime import date
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+_BREAKER_SECONDS = 2.0
+
+
+class Gate(enum.Enum):
+    TAKEN = "taken"
+    FULL = "full"
+    MISSING = "missing"  # Redis does not know the window: Postgres alone decides
+    BYPASSED = "bypassed"  # Redis unreachable: Postgres alone decides
+
+
+def day_key(office_id: str, day: date) -> str:
+    """One hash per office and day; the hash tag keeps each script on one cluster slot."""
+    return f"slots:{{{office_id}:{day.isoformat()}}}"
+
+
+def _script(client: aioredis.Redis, name: str) -> AsyncScript:
+    text = resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
+    return client.register_script(text)
+
+
+class Counters:
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self._client: aioredis.Redis | None = None
+        if url:
+            self._client = aioredis.Redis.from_url(
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry_on_timeout=False,
+                health_check_interval=0,
+                max_connections=256,
+            )
+            self._take = _script(self._client, "take")
+            self._give = _script(self._client, "give")
+            self._fill = _script(self._client, "fill")
+            self._rate = _script(self._client, "rate")
+        self._down_until = 0.0
+        metrics.redis_up.set(1 if url else 0)
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    def _usable(self) -> bool:
+        return self._client is not None and time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        if self._down_until <= time.monotonic():
+            log.warning("redis unreachable, gate bypassed: %s", type(exc).__name__)
+        self._down_until = time.monotonic() + _BREAKER_SECONDS
+        metrics.redis_up.set(0)
+
+    def _ok(self) -> None:
+        metrics.redis_up.set(1)
+
+    async def take(self, office_id: str, day: date, start: str, seats: int) -> Gate:
+        if not self._usable():
+            result = Gate.BYPASSED
+        else:
+            try:
+                answer = await self._take(keys=[day_key(office_id, day)], args=[start, seats])
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+                result = Gate.BYPASSED
+            else:
+                self._ok()
+                if isinstance(answer, bytes):
+                    result = Gate.MISSING
+                else:
+                    result = Gate.TAKEN if int(answer) >= 0 else Gate.FULL
+        metrics.gate.labels(result.value).inc()
+        return result
+
+    async def give(self, office_id: str, day: date, start: str, seats: int) -> None:
+        if not self._usable():
+            return
+        try:
+            await self._give(keys=[day_key(office_id, day)], args=[start, seats])
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+
+    async def fill(
+        self, office_id: str, day: date, remaining: dict[str, int], expire_at: int, replace: bool
+    ) -> int:
+        """Write seats remaining per window start; returns windows changed (0 if Redis down)."""
+        if not remaining or not self._usable():
+            return 0
+        args: list[str | int] = [expire_at, "replace" if replace else "missing"]
+        for start, seats in remaining.items():
+            args += [start, max(0, seats)]
+        try:
+            changed = await self._fill(keys=[day_key(office_id, day)], args=args)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return 0
+        self._ok()
+        return int(changed)
+
+    async def forget_day(self, office_id: str, day: date) -> None:
+        if not self._usable():
+            return
+        assert self._client is not None
+        try:
+            await self._client.delete(day_key(office_id, day))
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+
+    async def over_limit(self, key: str, limit: int, window_s: int) -> int:
+        """0 if allowed, else seconds to wait. Allowed when Redis is down (fail open)."""
+        if limit <= 0 or not self._usable():
+            return 0
+        try:
+            wait = await self._rate(keys=[f"rate:{{{key}}}"], args=[limit, window_s])
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return 0
+        return int(wait)
+
+    async def ping(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return False
+        self._down_until = 0.0
+        self._ok()
+        return True
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

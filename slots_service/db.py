@@ -1,0 +1,167 @@
+"""Postgres: the pool, named queries, migrations, and driver errors -> domain errors."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, TypeVar, cast
+
+import asyncpg
+import msgspec
+
+from . import errors
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+MIGRATION_LOCK = 0x510751  # advisory lock key for `migrate`
+
+
+def load_queries(text: str) -> dict[str, str]:
+    """Split `-- name: x` blocks (procrastinate's style) into {name: sql}."""
+    parts = _NAME.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+queries = load_queries(resources.files(__package__).joinpath("sql/queries.sql").read_text())
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    body = value if isinstance(value, bytes) else msgspec.json.encode(value)
+    return b"\x01" + body
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return msgspec.json.decode(data[1:])
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        format="binary",
+    )
+
+
+async def create_pool(url: str, size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min(2, size),
+        max_size=size,
+        init=_init_connection,
+        command_timeout=30,
+        max_inactive_connection_lifetime=60,
+    )
+    assert pool is not None
+    return pool
+
+
+# Unique / check constraints whose violation is a rule of the service, not a bug.
+_CONSTRAINT_ERRORS: dict[str, Callable[[], errors.DomainError]] = {
+    "bookings_daily_limit": errors.DailyLimitReached,
+    "people_phone_bound": errors.PhoneBoundToOtherPerson,
+    "windows_not_oversold": errors.SlotFull,
+}
+
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    TimeoutError,
+)
+
+
+def translate(exc: BaseException) -> errors.DomainError | None:
+    """A driver error as the domain error it means, or None when it is a real fault."""
+    if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+        name = getattr(exc, "constraint_name", None) or ""
+        factory = _CONSTRAINT_ERRORS.get(name)
+        if factory is not None:
+            return factory()
+        if name == "bookings_one_active_per_service":
+            return errors.ActiveBookingExists(None)
+        return None
+    if isinstance(exc, (_UNAVAILABLE, asyncpg.exceptions.PostgresConnectionError)):
+        return errors.Unavailable()
+    return None
+
+
+_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; driver errors leave as domain errors."""
+    try:
+        async with pool.acquire() as conn:
+            yield cast(asyncpg.Connection, conn)
+    except errors.DomainError:
+        raise
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+async def in_transaction(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 3
+) -> T:
+    """Run `work` in one transaction, retried on deadlock or serialization failure."""
+    for attempt in range(attempts):
+        try:
+            async with connection(pool) as conn, conn.transaction():
+                return await work(conn)
+        except _RETRYABLE:
+            if attempt == attempts - 1:
+                raise
+            log.warning("transaction retried after a deadlock/serialization failure")
+    raise AssertionError("unreachable")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every file in sql/migrations, in order."""
+    found = []
+    for entry in resources.files(__package__).joinpath("sql/migrations").iterdir():
+        match = re.match(r"^(\d+)_([a-z0-9_]+)\.sql$", entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(url: str) -> list[str]:
+    """Apply pending migrations under an advisory lock; returns the names applied."""
+    conn = await asyncpg.connect(url)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(name)
+            log.info("applied migration %s", name)
+    finally:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        finally:
+            await conn.close()
+    return applied

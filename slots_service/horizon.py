@@ -1,0 +1,128 @@
+"""Calendar, opening hours -> windows, and the rolling booking horizon.
+
+A day is *opened* once: its windows are planned from the office's hours of that moment and
+then kept, whatever later happens to the hours. Holidays and closures do not remove windows;
+they mark them closed, so that lifting them needs no re-planning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from .config import Settings
+from .db import queries
+from .models import WEEKDAYS, HoursRange, Weekday, minutes
+
+
+@dataclass(frozen=True)
+class CalendarMark:
+    kind: str  # holiday | workday
+    as_weekday: Weekday | None
+    name: str
+
+
+@dataclass(frozen=True)
+class PlannedWindow:
+    start: time
+    end: time
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+
+
+def local_today(now: datetime, tz: ZoneInfo) -> date:
+    return now.astimezone(tz).date()
+
+
+def horizon(now: datetime, tz: ZoneInfo, settings: Settings) -> tuple[date, date]:
+    """First and last bookable date. The newest day opens at `horizon_opens_at` local time."""
+    local = now.astimezone(tz)
+    today = local.date()
+    last = today + timedelta(days=settings.horizon_days)
+    if local.strftime("%H:%M") < settings.horizon_opens_at:
+        last -= timedelta(days=1)
+    return today + timedelta(days=settings.horizon_first_day), last
+
+
+def effective_weekday(day: date, mark: CalendarMark | None) -> Weekday:
+    if mark is not None and mark.kind == "workday" and mark.as_weekday is not None:
+        return mark.as_weekday
+    return WEEKDAYS[day.weekday()]
+
+
+def plan_windows(
+    day: date,
+    tz: ZoneInfo,
+    hours: dict[str, list[HoursRange]],
+    window_minutes: int,
+    mark: CalendarMark | None,
+) -> list[PlannedWindow]:
+    """Cut the day's opening ranges into windows of `window_minutes`."""
+    planned = []
+    for span in hours.get(effective_weekday(day, mark), []):
+        for m in range(minutes(span.start), minutes(span.end), window_minutes):
+            start = time(m // 60, m % 60)
+            end_m = m + window_minutes
+            starts_at = datetime.combine(day, start, tzinfo=tz)
+            # An end at 24:00 is the next day's midnight.
+            ends_at = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=end_m)
+            end = time((end_m // 60) % 24, end_m % 60)
+            planned.append(PlannedWindow(start, end, starts_at, ends_at, span.capacity))
+    return planned
+
+
+def is_closed(mark: CalendarMark | None, closed_by_office: bool) -> bool:
+    return closed_by_office or (mark is not None and mark.kind == "holiday")
+
+
+async def calendar_mark(conn: asyncpg.Connection, day: date) -> CalendarMark | None:
+    row = await conn.fetchrow(queries["calendar_mark"], day)
+    if row is None:
+        return None
+    return CalendarMark(row["kind"], row["as_weekday"], row["name"])
+
+
+async def open_day(
+    conn: asyncpg.Connection,
+    office_id: str,
+    tz: ZoneInfo,
+    hours: dict[str, list[HoursRange]],
+    window_minutes: int,
+    day: date,
+    now: datetime,
+) -> int:
+    """Plan a day's windows unless it was opened before; returns the windows created.
+
+    A day opened with no windows (a closed weekday) is planned again if it later has
+    hours (a make-up workday), since it holds no bookings.
+    """
+    mark = await calendar_mark(conn, day)
+    fresh = await conn.fetchval(queries["mark_day_opened"], office_id, day, now)
+    has_windows = await conn.fetchval(queries["day_has_windows"], office_id, day)
+    if not fresh and has_windows:
+        return 0
+    planned = plan_windows(day, tz, hours, window_minutes, mark)
+    if not planned:
+        return 0
+    closed = is_closed(mark, bool(await conn.fetchval(queries["closure_exists"], office_id, day)))
+    await conn.executemany(
+        queries["insert_window"],
+        [
+            (office_id, day, w.start, w.end, w.starts_at, w.ends_at, w.capacity, closed)
+            for w in planned
+        ],
+    )
+    return len(planned)
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def expire_at(day: date) -> int:
+    """When a day's Redis counters may go: two days after it."""
+    return int(datetime.combine(day + timedelta(days=2), time(0), tzinfo=UTC).timestamp())

@@ -1,0 +1,344 @@
+"""msgspec Structs at the HTTP boundary: requests in (strict), responses out."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+from msgspec.structs import force_setattr
+
+OfficeId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+ServiceId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+HHMM = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["09:00"])]
+Phone = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{6,14}$", examples=["+8613926150414"])]
+Name = Annotated[str, Meta(min_length=1, max_length=100)]
+Text = Annotated[str, Meta(max_length=500)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+IdType = Literal["passport", "cn_id", "hk_mo_permit", "tw_permit", "foreign_permanent_id"]
+Channel = Literal["web", "app", "phone", "counter"]
+Capacity = Annotated[int, Meta(ge=0, le=10_000)]
+PartySize = Annotated[int, Meta(ge=1, le=100)]
+Reference = Annotated[str, Meta(min_length=1, max_length=64)]
+Metadata = Annotated[
+    dict[Annotated[str, Meta(min_length=1, max_length=64)], Annotated[str, Meta(max_length=500)]],
+    Meta(max_length=16),
+]
+
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_ID_NUMBER = re.compile(r"^[A-Z0-9]{4,32}$")
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_id_number(raw: str) -> str:
+    """Upper-case, strip spaces, then 4-32 of [A-Z0-9]; ValueError otherwise."""
+    value = _SPACES.sub("", raw).upper()
+    if not _ID_NUMBER.match(value):
+        raise ValueError("id_number must be 4-32 letters or digits")
+    return value
+
+
+def minutes(hhmm: str) -> int:
+    return int(hhmm[:2]) * 60 + int(hhmm[3:5])
+
+
+class Request(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of every request body: unknown fields are rejected."""
+
+
+class Response(Struct, kw_only=True):
+    """Base of every response body."""
+
+
+# ---------------------------------------------------------------- administration
+
+
+class DayBefore(Request, frozen=True, tag_field="kind", tag="day_before"):
+    time: HHMM
+
+
+class HoursBefore(Request, frozen=True, tag_field="kind", tag="hours_before"):
+    hours: Annotated[int, Meta(ge=0, le=24 * 30)]
+
+
+class NoCutoff(Request, frozen=True, tag_field="kind", tag="none"):
+    pass
+
+
+CancelCutoff = DayBefore | HoursBefore | NoCutoff
+
+
+class ServiceIn(Request, frozen=True):
+    name: Name
+    cancel_cutoff: CancelCutoff = field(default_factory=lambda: DayBefore(time="18:00"))
+    max_party_size: Annotated[int, Meta(ge=1, le=100)] = 1
+    requires_reference: bool = False
+
+
+class ServiceOut(Response):
+    id: str
+    name: str
+    cancel_cutoff: CancelCutoff
+    max_party_size: int
+    requires_reference: bool
+
+
+class HoursRange(Request, frozen=True):
+    start: HHMM
+    end: HHMM
+    capacity: Capacity
+
+    def __post_init__(self) -> None:
+        if minutes(self.end) <= minutes(self.start):
+            raise ValueError(f"opening range {self.start}-{self.end} must end after it starts")
+
+
+class OfficeIn(Request, frozen=True):
+    name: Name
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)]
+    services: list[ServiceId]
+    hours: dict[Weekday, list[HoursRange]]
+    window_minutes: Annotated[int, Meta(ge=5, le=720)] = 30
+
+    def __post_init__(self) -> None:
+        for day, ranges in self.hours.items():
+            spans = sorted((minutes(r.start), minutes(r.end)) for r in ranges)
+            for (_, end), (start, _) in itertools.pairwise(spans):
+                if start < end:
+                    raise ValueError(f"opening ranges overlap on {day}")
+            for start, end in spans:
+                if (end - start) % self.window_minutes:
+                    raise ValueError(
+                        f"range on {day} is not a whole number of {self.window_minutes}-minute"
+                        " windows"
+                    )
+        if len(set(self.services)) != len(self.services):
+            raise ValueError("services are listed twice")
+
+
+class OfficeOut(Response):
+    id: str
+    name: str
+    timezone: str
+    services: list[str]
+    window_minutes: int
+    hours: dict[str, list[HoursRange]]
+
+
+class Holiday(Request, frozen=True, tag_field="kind", tag="holiday"):
+    name: Text = ""
+
+
+class Workday(Request, frozen=True, tag_field="kind", tag="workday"):
+    as_: Weekday = field(name="as")
+    name: Text = ""
+
+
+CalendarIn = Holiday | Workday
+
+
+class CalendarOut(Response):
+    date: date
+    kind: str
+    name: str
+    as_: Weekday | None = field(default=None, name="as")
+
+
+class ClosureIn(Request, frozen=True):
+    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+
+
+class ClosureOut(Response):
+    office_id: str
+    date: date
+    reason: str
+    cancelled_bookings: int
+
+
+class CapacityIn(Request, frozen=True):
+    capacity: Capacity
+
+
+class ClockIn(Request, frozen=True):
+    now: datetime
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("now must carry a UTC offset")
+
+
+class ClockOut(Response):
+    now: datetime
+    test_clock: bool
+
+
+# ---------------------------------------------------------------- people
+
+
+class IdentityIn(Request, frozen=True):
+    id_type: IdType
+    id_number: Annotated[str, Meta(min_length=1, max_length=64)]
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "id_number", normalise_id_number(self.id_number))
+
+
+class PersonIn(IdentityIn, frozen=True):
+    name: Name
+    phone: Phone
+
+
+class UnblockIn(IdentityIn, frozen=True):
+    reason: Text = ""
+
+
+class PersonOut(Response):
+    id_type: str
+    id_number_masked: str
+    name: str
+
+
+# ---------------------------------------------------------------- bookings
+
+
+class BookingIn(Request, frozen=True):
+    office_id: OfficeId
+    service_id: ServiceId
+    date: date
+    start: HHMM
+    person: PersonIn
+    party_size: PartySize = 1
+    channel: Channel = "web"
+    reference: Reference | None = None
+    metadata: Metadata = field(default_factory=dict)
+
+
+class BookingOut(Response):
+    id: str
+    status: str
+    office_id: str
+    service_id: str
+    date: str
+    start: str
+    end: str
+    starts_at: str
+    ends_at: str
+    party_size: int
+    person: PersonOut
+    channel: str
+    reference: str | None
+    metadata: dict[str, str]
+    created_at: str
+    cancel_deadline: str | None
+    cancelled_at: str | None
+    cancelled_by: str | None
+    cancel_reason: str | None
+    checked_in_at: str | None
+    ticket: str | None
+
+
+class CancelIn(Request, frozen=True):
+    by: Literal["person", "office"]
+    reason: Text = ""
+
+
+class RescheduleIn(Request, frozen=True):
+    date: date
+    start: HHMM
+
+
+class SearchIn(Request, frozen=True):
+    id_type: IdType | None = None
+    id_number: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    reference: Reference | None = None
+
+    def __post_init__(self) -> None:
+        by_identity = self.id_type is not None or self.id_number is not None
+        if by_identity == (self.reference is not None):
+            raise ValueError("search by {id_type, id_number} or by {reference}")
+        if by_identity:
+            if self.id_type is None or self.id_number is None:
+                raise ValueError("id_type and id_number go together")
+            force_setattr(self, "id_number", normalise_id_number(self.id_number))
+
+
+class BookingList(Response):
+    items: list[BookingOut]
+
+
+class Standing(Response):
+    no_shows: int
+    cancellations: int
+    blocked_until: str | None
+    active_bookings: list[BookingOut]
+
+
+# ---------------------------------------------------------------- availability
+
+
+class WindowOut(Response):
+    start: str
+    end: str
+    capacity: int
+    remaining: int
+
+
+class DayOut(Response):
+    date: str
+    windows: list[WindowOut]
+
+
+class OfficeAvailability(Response):
+    office_id: str
+    service_id: str
+    timezone: str
+    days: list[DayOut]
+
+
+class OfficeDayTotal(Response):
+    date: str
+    remaining: int
+
+
+class ServiceOfficeAvailability(Response):
+    office_id: str
+    name: str
+    timezone: str
+    days: list[OfficeDayTotal]
+
+
+class ServiceAvailability(Response):
+    service_id: str
+    offices: list[ServiceOfficeAvailability]
+
+
+# ---------------------------------------------------------------- events, jobs, health
+
+
+class Event(Response):
+    id: str
+    type: str
+    occurred_at: str
+    booking: dict[str, object] | None = None
+    person: dict[str, object] | None = None
+
+
+class EventPage(Response):
+    items: list[Event]
+    next: str | None
+
+
+class JobResult(Response):
+    job: str
+    result: dict[str, int]
+
+
+class Ready(Response):
+    postgres: str
+    redis: str
+
+
+encode = msgspec.json.Encoder().encode

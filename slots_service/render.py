@@ -1,0 +1,61 @@
+"""Booking rows and events as the API shows them (times in the office's zone)."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import msgspec
+
+from .models import BookingOut, PersonOut
+
+
+def hhmm(value: time) -> str:
+    return value.strftime("%H:%M")
+
+
+def instant(value: datetime | None, tz: ZoneInfo) -> str | None:
+    if value is None:
+        return None
+    local = value.astimezone(tz)
+    if local.microsecond:
+        return local.isoformat(timespec="milliseconds")
+    return local.isoformat(timespec="seconds")
+
+
+def booking(row: asyncpg.Record, tz: ZoneInfo) -> BookingOut:
+    """A row of bookings joined with its window (see queries.sql `booking_columns`)."""
+    return BookingOut(
+        id=row["id"],
+        status=row["status"],
+        office_id=row["office_id"],
+        service_id=row["service_id"],
+        date=row["day"].isoformat(),
+        start=hhmm(row["start_time"]),
+        end=hhmm(row["end_time"]),
+        starts_at=instant(row["starts_at"], tz) or "",
+        ends_at=instant(row["ends_at"], tz) or "",
+        party_size=row["party_size"],
+        person=PersonOut(
+            id_type=row["id_type"], id_number_masked=row["id_masked"], name=row["name"]
+        ),
+        channel=row["channel"],
+        reference=row["reference"],
+        metadata=row["metadata"],
+        created_at=instant(row["created_at"], tz) or "",
+        cancel_deadline=instant(row["cancel_deadline"], tz),
+        cancelled_at=instant(row["cancelled_at"], tz),
+        cancelled_by=row["cancelled_by"],
+        cancel_reason=row["cancel_reason"],
+        checked_in_at=instant(row["checked_in_at"], tz),
+        ticket=row["ticket"],
+    )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def event_payload(booking_out: BookingOut, **extra: object) -> bytes:
+    """The members an event carries besides id, type and occurred_at."""
+    return _encode({"booking": booking_out, **extra})

@@ -1,0 +1,439 @@
+"""HTTP handlers of API.md: parse, authorise, call the rules, shape the answer. No rules here."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post, put
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi.spec import Example
+from litestar.params import Parameter
+from litestar.response import Response as LitestarResponse
+
+from . import booking, closures, errors, events, idempotency, jobs, metrics
+from .auth import Caller, requires
+from .clock import TestClock
+from .db import connection, queries
+from .models import (
+    BookingIn,
+    BookingList,
+    BookingOut,
+    CalendarIn,
+    CalendarOut,
+    CancelIn,
+    CapacityIn,
+    ClockIn,
+    ClockOut,
+    ClosureIn,
+    ClosureOut,
+    DayOut,
+    EventPage,
+    IdentityIn,
+    JobResult,
+    OfficeAvailability,
+    OfficeDayTotal,
+    OfficeIn,
+    OfficeOut,
+    RescheduleIn,
+    SearchIn,
+    ServiceAvailability,
+    ServiceIn,
+    ServiceOfficeAvailability,
+    ServiceOut,
+    Standing,
+    UnblockIn,
+    WindowOut,
+)
+from .problems import problem_body
+from .render import hhmm
+from .runtime import Runtime
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_START = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_encode = msgspec.json.Encoder().encode
+
+ADMIN = [requires("admin")]
+READ = [requires("bookings:read")]
+READ_OR_ADMIN = [requires("bookings:read", "admin")]
+WRITE = [requires("bookings:write")]
+
+
+async def provide_runtime(state: State) -> Runtime:
+    rt: Runtime = state.rt
+    return rt
+
+
+dependencies = {"rt": Provide(provide_runtime)}
+
+
+def checked_id(value: str, what: str) -> str:
+    if not _ID.match(value):
+        raise errors.InvalidRequest(f"{what} must match {_ID.pattern}")
+    return value
+
+
+# ---------------------------------------------------------------- administration
+
+
+@put("/v1/services/{service_id:str}", guards=ADMIN, status_code=200, tags=["admin"])
+async def put_service(rt: Runtime, service_id: str, data: ServiceIn) -> ServiceOut:
+    """Create or replace a service (a business type)."""
+    now = await rt.clock.now()
+    service = await rt.catalog.put_service(checked_id(service_id, "service_id"), data, now)
+    return service.out()
+
+
+@put("/v1/offices/{office_id:str}", guards=ADMIN, status_code=200, tags=["admin"])
+async def put_office(rt: Runtime, office_id: str, data: OfficeIn) -> OfficeOut:
+    """Create or replace an office. Days already opened keep their windows."""
+    now = await rt.clock.now()
+    office = await rt.catalog.put_office(checked_id(office_id, "office_id"), data, now)
+    return office.out()
+
+
+@get("/v1/offices", guards=READ_OR_ADMIN, tags=["catalog"])
+async def list_offices(rt: Runtime) -> list[OfficeOut]:
+    return [o.out() for o in await rt.catalog.offices()]
+
+
+@get("/v1/offices/{office_id:str}", guards=READ_OR_ADMIN, tags=["catalog"])
+async def get_office(rt: Runtime, office_id: str) -> OfficeOut:
+    return (await rt.catalog.office(office_id)).out()
+
+
+@get("/v1/services", guards=READ_OR_ADMIN, tags=["catalog"])
+async def list_services(rt: Runtime) -> list[ServiceOut]:
+    return [s.out() for s in await rt.catalog.services()]
+
+
+@get("/v1/services/{service_id:str}", guards=READ_OR_ADMIN, tags=["catalog"])
+async def get_service(rt: Runtime, service_id: str) -> ServiceOut:
+    return (await rt.catalog.service(service_id)).out()
+
+
+@get("/v1/calendar", guards=READ_OR_ADMIN, tags=["admin"])
+async def list_calendar(rt: Runtime) -> list[CalendarOut]:
+    return await closures.list_calendar(rt)
+
+
+@put("/v1/calendar/{day:date}", guards=ADMIN, status_code=200, tags=["admin"])
+async def put_calendar(rt: Runtime, day: date, data: CalendarIn) -> CalendarOut:
+    """Mark a date for every office: a holiday (closed) or a make-up workday."""
+    return await closures.put_calendar(rt, day, data, await rt.clock.now())
+
+
+@delete("/v1/calendar/{day:date}", guards=ADMIN, status_code=204, tags=["admin"])
+async def delete_calendar(rt: Runtime, day: date) -> None:
+    await closures.delete_calendar(rt, day, await rt.clock.now())
+
+
+@put(
+    "/v1/offices/{office_id:str}/closures/{day:date}", guards=ADMIN, status_code=200, tags=["admin"]
+)
+async def put_closure(rt: Runtime, office_id: str, day: date, data: ClosureIn) -> ClosureOut:
+    """Close one office for a day; its bookings there are cancelled by the office."""
+    office = await rt.catalog.office(office_id)
+    cancelled = await closures.put_closure(rt, office, day, data.reason, await rt.clock.now())
+    return ClosureOut(
+        office_id=office.id, date=day, reason=data.reason, cancelled_bookings=cancelled
+    )
+
+
+@delete(
+    "/v1/offices/{office_id:str}/closures/{day:date}", guards=ADMIN, status_code=204, tags=["admin"]
+)
+async def delete_closure(rt: Runtime, office_id: str, day: date) -> None:
+    office = await rt.catalog.office(office_id)
+    await closures.delete_closure(rt, office, day, await rt.clock.now())
+
+
+@patch("/v1/offices/{office_id:str}/windows/{day:date}/{start:str}", guards=ADMIN, tags=["admin"])
+async def patch_window(
+    rt: Runtime, office_id: str, day: date, start: str, data: CapacityIn
+) -> WindowOut:
+    """Change one window's seats. Lowering below the seats booked cancels nobody."""
+    if not _START.match(start):
+        raise errors.InvalidRequest("start must be HH:MM")
+    office = await rt.catalog.office(office_id)
+    return await closures.set_capacity(rt, office, day, start, data.capacity, await rt.clock.now())
+
+
+@post("/v1/admin/jobs/{job:str}", guards=ADMIN, status_code=200, tags=["admin"])
+async def run_job(rt: Runtime, job: str) -> JobResult:
+    """Run a scheduled job now and return its summary."""
+    if job not in jobs.JOBS:
+        raise errors.NotFound(f"no job {job!r}; jobs are {sorted(jobs.JOBS)}")
+    return JobResult(job=job, result=await jobs.run_job(rt, job))
+
+
+@post("/v1/people/unblock", guards=ADMIN, status_code=200, tags=["people"])
+async def unblock(rt: Runtime, data: UnblockIn) -> Standing:
+    """Lift a person's block (the counts before now no longer count towards a new one)."""
+    now = await rt.clock.now()
+    await booking.unblock(rt, data.id_type, data.id_number, now)
+    return await booking.standing(rt, data.id_type, data.id_number, now)
+
+
+def _test_clock(rt: Runtime) -> TestClock:
+    if not isinstance(rt.clock, TestClock):
+        raise errors.NotFound("the test clock is off (SLOTS_TEST_CLOCK)")
+    return rt.clock
+
+
+@get("/v1/admin/clock", guards=ADMIN, tags=["admin"])
+async def get_clock(rt: Runtime) -> ClockOut:
+    return ClockOut(now=await _test_clock(rt).now(), test_clock=True)
+
+
+@put("/v1/admin/clock", guards=ADMIN, status_code=200, tags=["admin"])
+async def put_clock(rt: Runtime, data: ClockIn) -> ClockOut:
+    """Set the deployment-wide test clock (only with SLOTS_TEST_CLOCK=1)."""
+    clock = _test_clock(rt)
+    await clock.set(data.now)
+    return ClockOut(now=data.now, test_clock=True)
+
+
+@delete("/v1/admin/clock", guards=ADMIN, status_code=204, tags=["admin"])
+async def delete_clock(rt: Runtime) -> None:
+    await _test_clock(rt).reset()
+
+
+# ---------------------------------------------------------------- availability
+
+
+def _window_range(
+    first: date, last: date, from_: date | None, to: date | None
+) -> tuple[date, date]:
+    if from_ is not None and to is not None and from_ > to:
+        raise errors.InvalidRequest("from must not be after to")
+    return max(first, from_ or first), min(last, to or last)
+
+
+@get("/v1/offices/{office_id:str}/availability", guards=READ, tags=["availability"])
+async def office_availability(
+    rt: Runtime,
+    office_id: str,
+    service: str,
+    from_: Annotated[date | None, Parameter(query="from")] = None,
+    to: date | None = None,
+    available_only: bool = False,
+) -> OfficeAvailability:
+    """Open days in the horizon with their windows and seats remaining."""
+    office = await rt.catalog.office(office_id)
+    offered = await rt.catalog.service(service)
+    if offered.id not in office.services:
+        raise errors.NotBookable(f"service {offered.id!r} is not offered at {office.id!r}")
+    now = await rt.clock.now()
+    first, last = await rt.ensure_horizon(office, now)
+    lo, hi = _window_range(first, last, from_, to)
+    days: dict[date, list[WindowOut]] = {}
+    if lo <= hi:
+        async with connection(rt.pool) as conn:
+            rows = await conn.fetch(queries["availability"], office.id, lo, hi, now)
+        for r in rows:
+            if available_only and r["remaining"] <= 0:
+                continue
+            days.setdefault(r["day"], []).append(
+                WindowOut(
+                    start=hhmm(r["start_time"]),
+                    end=hhmm(r["end_time"]),
+                    capacity=r["capacity"],
+                    remaining=r["remaining"],
+                )
+            )
+    return OfficeAvailability(
+        office_id=office.id,
+        service_id=offered.id,
+        timezone=office.timezone,
+        days=[DayOut(date=d.isoformat(), windows=w) for d, w in days.items()],
+    )
+
+
+@get("/v1/services/{service_id:str}/availability", guards=READ, tags=["availability"])
+async def service_availability(
+    rt: Runtime,
+    service_id: str,
+    from_: Annotated[date | None, Parameter(query="from")] = None,
+    to: date | None = None,
+) -> ServiceAvailability:
+    """For each office offering the service, each open day's total seats remaining."""
+    offered = await rt.catalog.service(service_id)
+    now = await rt.clock.now()
+    result = []
+    for office in await rt.catalog.offices():
+        if offered.id not in office.services:
+            continue
+        first, last = await rt.ensure_horizon(office, now)
+        lo, hi = _window_range(first, last, from_, to)
+        totals: list[OfficeDayTotal] = []
+        if lo <= hi:
+            async with connection(rt.pool) as conn:
+                rows = await conn.fetch(queries["availability_by_day"], [office.id], lo, hi, now)
+            totals = [
+                OfficeDayTotal(date=r["day"].isoformat(), remaining=r["remaining"]) for r in rows
+            ]
+        result.append(
+            ServiceOfficeAvailability(
+                office_id=office.id, name=office.name, timezone=office.timezone, days=totals
+            )
+        )
+    return ServiceAvailability(service_id=offered.id, offices=result)
+
+
+# ---------------------------------------------------------------- bookings
+
+
+def _json(body: bytes, status: int) -> Response[bytes]:
+    return LitestarResponse(content=body, status_code=status, media_type="application/json")
+
+
+@post(
+    "/v1/bookings",
+    guards=WRITE,
+    tags=["bookings"],
+    status_code=201,
+    response_description="The booking",
+)
+async def create_booking(
+    rt: Runtime,
+    request: Request[Any, Any, Any],
+    data: BookingIn,
+    idempotency_key: Annotated[
+        str | None,
+        Parameter(
+            header="Idempotency-Key", required=False, examples=[Example(value="2d4c9c1e-booking-1")]
+        ),
+    ] = None,
+) -> Response[bytes]:
+    """Book `party_size` seats in a window. Retries with the same Idempotency-Key replay."""
+    caller: Caller = request.state.caller
+    now = await rt.clock.now()
+    if rt.settings.rate_limit_per_key_per_minute:
+        wait = await rt.counters.over_limit(
+            "key:" + caller.key_hash.hex(), rt.settings.rate_limit_per_key_per_minute, 60
+        )
+        if wait:
+            raise errors.RateLimited(wait)
+    held: idempotency.Claim | None = None
+    if idempotency_key is not None:
+        key = idempotency.validate_key(idempotency_key)
+        found = await idempotency.claim(
+            rt.pool,
+            caller.key_hash,
+            key,
+            idempotency.request_hash(_encode(data)),
+            now,
+            rt.settings.idempotency_period,
+        )
+        if isinstance(found, idempotency.Replay):
+            return _json(found.body, found.status)
+        held = found
+    try:
+        body = await booking.book(rt, data, now, held)
+    except errors.DomainError as exc:
+        metrics.bookings.labels(exc.code).inc()
+        if held is not None:
+            if exc.replayable:
+                await idempotency.finish(rt.pool, held, exc.status, problem_body(exc))
+            else:
+                await idempotency.release(rt.pool, held)
+        raise
+    except BaseException:
+        metrics.bookings.labels("error").inc()
+        if held is not None:
+            await idempotency.release(rt.pool, held)
+        raise
+    return _json(body, 201)
+
+
+@get("/v1/bookings/{booking_id:str}", guards=READ, tags=["bookings"])
+async def get_booking(rt: Runtime, booking_id: str) -> BookingOut:
+    return await booking.get(rt, booking_id)
+
+
+@post("/v1/bookings/search", guards=READ, status_code=200, tags=["bookings"])
+async def search_bookings(rt: Runtime, data: SearchIn) -> BookingList:
+    """By identity or by reference; newest first, at most 50."""
+    if data.reference is not None:
+        items = await booking.search_by_reference(rt, data.reference)
+    else:
+        assert data.id_type is not None
+        assert data.id_number is not None
+        items = await booking.search_by_identity(rt, data.id_type, data.id_number)
+    return BookingList(items=items)
+
+
+@post("/v1/bookings/{booking_id:str}/cancel", guards=WRITE, status_code=200, tags=["bookings"])
+async def cancel_booking(rt: Runtime, booking_id: str, data: CancelIn) -> BookingOut:
+    """Cancel; the seats are free at once. Cancelling again changes nothing."""
+    return await booking.cancel(rt, booking_id, data, await rt.clock.now())
+
+
+@post("/v1/bookings/{booking_id:str}/reschedule", guards=WRITE, status_code=200, tags=["bookings"])
+async def reschedule_booking(rt: Runtime, booking_id: str, data: RescheduleIn) -> BookingOut:
+    """Move to another window of the same office and service, atomically; keeps the id."""
+    return await booking.reschedule(rt, booking_id, data, await rt.clock.now())
+
+
+@post(
+    "/v1/bookings/{booking_id:str}/check-in",
+    guards=[requires("checkin")],
+    status_code=200,
+    tags=["bookings"],
+)
+async def check_in(rt: Runtime, booking_id: str) -> BookingOut:
+    """At the office, from 60 minutes before the window until it ends; hands out a ticket."""
+    return await booking.check_in(rt, booking_id, await rt.clock.now())
+
+
+@post("/v1/people/standing", guards=READ, status_code=200, tags=["people"])
+async def standing(rt: Runtime, data: IdentityIn) -> Standing:
+    return await booking.standing(rt, data.id_type, data.id_number, await rt.clock.now())
+
+
+# ---------------------------------------------------------------- events
+
+
+@get("/v1/events", guards=[requires("events:read")], tags=["events"])
+async def list_events(
+    rt: Runtime,
+    after: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """Events in commit order after a cursor; follow `next`."""
+    return await events.page(rt, after, limit)
+
+
+handlers = [
+    put_service,
+    put_office,
+    list_offices,
+    get_office,
+    list_services,
+    get_service,
+    list_calendar,
+    put_calendar,
+    delete_calendar,
+    put_closure,
+    delete_closure,
+    patch_window,
+    run_job,
+    unblock,
+    get_clock,
+    put_clock,
+    delete_clock,
+    office_availability,
+    service_availability,
+    create_booking,
+    get_booking,
+    search_bookings,
+    cancel_booking,
+    reschedule_booking,
+    check_in,
+    standing,
+    list_events,
+]

@@ -1,0 +1,345 @@
+-- Every query of the service, by name (`-- name: x`), parsed once at import by db.py.
+
+-- ---------------------------------------------------------------- catalog
+
+-- name: all_offices
+SELECT id, name, timezone, services, window_minutes, hours FROM offices ORDER BY id
+
+-- name: all_services
+SELECT id, name, cancel_cutoff, max_party_size, requires_reference FROM services ORDER BY id
+
+-- name: service_ids
+SELECT id FROM services WHERE id = ANY($1::text[])
+
+-- name: upsert_service
+INSERT INTO services (id, name, cancel_cutoff, max_party_size, requires_reference, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, cancel_cutoff = EXCLUDED.cancel_cutoff,
+    max_party_size = EXCLUDED.max_party_size, requires_reference = EXCLUDED.requires_reference,
+    updated_at = EXCLUDED.updated_at
+
+-- name: upsert_office
+INSERT INTO offices (id, name, timezone, services, window_minutes, hours, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone,
+    services = EXCLUDED.services, window_minutes = EXCLUDED.window_minutes,
+    hours = EXCLUDED.hours, updated_at = EXCLUDED.updated_at
+
+-- ---------------------------------------------------------------- calendar, horizon
+
+-- name: calendar_mark
+SELECT kind, as_weekday, name FROM calendar_days WHERE day = $1
+
+-- name: calendar_all
+SELECT day, kind, as_weekday, name FROM calendar_days ORDER BY day
+
+-- name: calendar_put
+INSERT INTO calendar_days (day, kind, as_weekday, name) VALUES ($1, $2, $3, $4)
+ON CONFLICT (day) DO UPDATE SET kind = EXCLUDED.kind, as_weekday = EXCLUDED.as_weekday,
+    name = EXCLUDED.name
+
+-- name: calendar_delete
+DELETE FROM calendar_days WHERE day = $1 RETURNING day
+
+-- name: mark_day_opened
+INSERT INTO opened_days (office_id, day, opened_at) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING RETURNING true
+
+-- name: day_has_windows
+SELECT EXISTS (SELECT FROM windows WHERE office_id = $1 AND day = $2)
+
+-- name: closure_exists
+SELECT EXISTS (SELECT FROM closures WHERE office_id = $1 AND day = $2)
+
+-- name: insert_window
+INSERT INTO windows (office_id, day, start_time, end_time, starts_at, ends_at, capacity, closed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT ON CONSTRAINT windows_office_day_start DO NOTHING
+
+-- name: opened_offices_on
+SELECT DISTINCT office_id FROM opened_days WHERE day = $1
+
+-- name: set_day_closed
+-- Windows of one office-day open or closed, as its closure and the calendar say now.
+UPDATE windows w SET closed = $3
+WHERE w.office_id = $1 AND w.day = $2 AND w.closed IS DISTINCT FROM $3
+RETURNING w.id
+
+-- name: closure_put
+INSERT INTO closures (office_id, day, reason, created_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (office_id, day) DO UPDATE SET reason = EXCLUDED.reason
+
+-- name: closure_delete
+DELETE FROM closures WHERE office_id = $1 AND day = $2 RETURNING day
+
+-- name: is_holiday
+SELECT EXISTS (SELECT FROM calendar_days WHERE day = $1 AND kind = 'holiday')
+
+-- name: booked_on_day
+-- Bookings still holding seats on an office-day, locked for cancellation.
+SELECT b.id FROM bookings b JOIN windows w ON w.id = b.window_id
+WHERE w.office_id = $1 AND w.day = $2 AND b.status = 'booked'
+ORDER BY b.id FOR UPDATE OF b
+
+-- name: set_capacity
+-- Lowering below the seats sold cancels nobody: the excess is carried in over_capacity.
+UPDATE windows SET capacity = $4, over_capacity = GREATEST(0, booked - $4)
+WHERE office_id = $1 AND day = $2 AND start_time = $3
+RETURNING id, capacity, booked, closed, start_time, end_time
+
+-- name: availability
+SELECT w.day, w.start_time, w.end_time, w.capacity, GREATEST(0, w.capacity - w.booked) AS remaining
+FROM windows w
+WHERE w.office_id = $1 AND w.day BETWEEN $2 AND $3 AND NOT w.closed AND w.starts_at > $4
+ORDER BY w.day, w.start_time
+
+-- name: availability_by_day
+SELECT w.office_id, w.day, sum(GREATEST(0, w.capacity - w.booked))::int AS remaining
+FROM windows w
+WHERE w.office_id = ANY($1::text[]) AND w.day BETWEEN $2 AND $3 AND NOT w.closed
+    AND w.starts_at > $4
+GROUP BY w.office_id, w.day
+ORDER BY w.office_id, w.day
+
+-- name: day_remaining
+SELECT to_char(start_time, 'HH24:MI') AS start, GREATEST(0, capacity - booked) AS remaining
+FROM windows WHERE office_id = $1 AND day = $2
+
+-- name: window_at
+SELECT id, start_time, end_time, starts_at, ends_at, capacity, booked, closed
+FROM windows WHERE office_id = $1 AND day = $2 AND start_time = $3
+
+-- name: open_days_from
+-- Every opened office-day from a date on, for reconcile.
+SELECT DISTINCT office_id, day FROM windows WHERE day >= $1 ORDER BY office_id, day
+
+-- ---------------------------------------------------------------- the booking path
+
+-- name: book
+-- One statement, one round trip: read the rules' inputs, then take the seats, bind the
+-- person, insert the booking, its event and the idempotent response, all or nothing.
+-- The conditional UPDATE re-checks `booked + n <= capacity` on the newest row version after
+-- any lock wait, and the unique indexes catch the races the snapshot reads cannot see.
+WITH w AS (
+    SELECT id, capacity, booked, closed FROM windows
+    WHERE office_id = $1 AND day = $2 AND start_time = $3 AND end_time = $4
+), person AS (
+    SELECT id, blocked_until FROM people WHERE id_hmac = $6
+), phone_owner AS (
+    SELECT id FROM people WHERE phone_hmac = $9 AND id_hmac <> $6
+), active AS (
+    SELECT coalesce(array_agg(b.active_seq), '{}') AS seqs, min(b.id) AS booking_id
+    FROM bookings b JOIN person p ON b.person_id = p.id
+    WHERE b.service_id = $11 AND b.status = 'booked'
+), today AS (
+    SELECT count(*)::int AS n
+    FROM bookings b JOIN person p ON b.person_id = p.id WHERE b.made_on = $16
+), verdict AS (
+    SELECT CASE
+        WHEN NOT EXISTS (SELECT FROM w) THEN 'no_window'
+        WHEN (SELECT closed FROM w) THEN 'closed'
+        WHEN (SELECT blocked_until FROM person) > $19 THEN 'blocked'
+        WHEN EXISTS (SELECT FROM phone_owner) THEN 'phone'
+        WHEN cardinality((SELECT seqs FROM active)) >= $18 THEN 'active'
+        WHEN (SELECT n FROM today) >= $17 THEN 'daily'
+        ELSE 'ok' END AS v
+), taken AS (
+    UPDATE windows SET booked = booked + $5
+    WHERE id = (SELECT id FROM w) AND booked + $5 <= capacity AND NOT closed
+        AND (SELECT v FROM verdict) = 'ok'
+    RETURNING id
+), who AS (
+    INSERT INTO people AS p (id_hmac, id_type, id_masked, phone_hmac, created_at)
+    SELECT $6, $7, $8, $9, $19 FROM taken
+    ON CONFLICT (id_hmac) DO UPDATE SET phone_hmac = coalesce(EXCLUDED.phone_hmac, p.phone_hmac)
+    RETURNING id
+), made AS (
+    INSERT INTO bookings (id, window_id, window_day, office_id, service_id, person_id, id_type,
+        id_masked, name, party_size, channel, reference, metadata, made_on, daily_seq,
+        active_seq, created_at, cancel_deadline)
+    SELECT $10, taken.id, $2, $1, $11, who.id, $7, $8, $12, $5, $13, $14, $15, $16,
+        (SELECT n FROM today) + 1,
+        (SELECT min(s) FROM generate_series(1, $18::int) AS s
+         WHERE s <> ALL ((SELECT seqs FROM active)::int[])),
+        $19, $20
+    FROM taken, who
+    RETURNING id
+), event AS (
+    INSERT INTO events (type, occurred_at, booking_id, window_day, payload)
+    SELECT 'booking.created', $19, id, $2, $21 FROM made
+), idem AS (
+    UPDATE idempotency_keys SET status = 201, response = $24
+    WHERE api_key_hash = $22 AND key = $23 AND EXISTS (SELECT FROM made)
+)
+SELECT (SELECT v FROM verdict) AS verdict,
+       (SELECT id FROM made) AS booking_id,
+       (SELECT capacity - booked FROM w) AS remaining,
+       (SELECT blocked_until FROM person) AS blocked_until,
+       (SELECT booking_id FROM active) AS active_booking_id
+
+-- name: active_booking_of
+SELECT b.id FROM bookings b JOIN people p ON p.id = b.person_id
+WHERE p.id_hmac = $1 AND b.service_id = $2 AND b.status = 'booked'
+ORDER BY b.created_at LIMIT 1
+
+-- name: booking_by_id
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+FROM bookings b JOIN windows w ON w.id = b.window_id WHERE b.id = $1
+
+-- name: booking_for_update
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+FROM bookings b JOIN windows w ON w.id = b.window_id WHERE b.id = $1 FOR UPDATE OF b
+
+-- name: release_seats
+-- Seats given back by a booking that leaves `booked`; an admin's over-capacity shrinks first.
+UPDATE windows SET booked = booked - $2,
+    over_capacity = LEAST(over_capacity, GREATEST(0, booked - $2 - capacity))
+WHERE id = $1
+
+-- name: take_seats
+UPDATE windows SET booked = booked + $2
+WHERE id = $1 AND booked + $2 <= capacity AND NOT closed
+RETURNING id
+
+-- name: set_cancelled
+UPDATE bookings SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3, cancel_reason = $4
+WHERE id = $1 AND status = 'booked'
+
+-- name: set_checked_in
+UPDATE bookings SET status = 'checked_in', checked_in_at = $2, ticket = $3
+WHERE id = $1 AND status = 'booked'
+
+-- name: set_window
+UPDATE bookings SET window_id = $2, window_day = $3, cancel_deadline = $4, reminded_at = NULL
+WHERE id = $1
+
+-- name: next_ticket
+INSERT INTO tickets (office_id, day, last) VALUES ($1, $2, 1)
+ON CONFLICT (office_id, day) DO UPDATE SET last = tickets.last + 1
+RETURNING last
+
+-- name: insert_event
+INSERT INTO events (type, occurred_at, booking_id, window_day, payload)
+VALUES ($1, $2, $3, $4, $5)
+
+-- name: search_by_identity
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+FROM bookings b JOIN windows w ON w.id = b.window_id JOIN people p ON p.id = b.person_id
+WHERE p.id_hmac = $1 ORDER BY b.created_at DESC, b.id LIMIT 50
+
+-- name: search_by_reference
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+FROM bookings b JOIN windows w ON w.id = b.window_id
+WHERE b.reference = $1 ORDER BY b.created_at DESC, b.id LIMIT 50
+
+-- ---------------------------------------------------------------- people
+
+-- name: person_by_identity
+SELECT id, blocked_until, unblocked_at FROM people WHERE id_hmac = $1
+
+-- name: no_show_count
+SELECT count(*)::int AS n, max(w.starts_at) AS last
+FROM bookings b JOIN windows w ON w.id = b.window_id JOIN people p ON p.id = b.person_id
+WHERE b.person_id = $1 AND b.status = 'no_show' AND w.starts_at > $2
+    AND (p.unblocked_at IS NULL OR b.no_show_at > p.unblocked_at)
+
+-- name: cancellation_count
+SELECT count(*)::int AS n, max(b.cancelled_at) AS last
+FROM bookings b JOIN people p ON p.id = b.person_id
+WHERE b.person_id = $1 AND b.status = 'cancelled' AND b.cancelled_by = 'person'
+    AND b.cancelled_at > $2 AND (p.unblocked_at IS NULL OR b.cancelled_at > p.unblocked_at)
+
+-- name: block_person
+UPDATE people SET blocked_until = $2
+WHERE id = $1 AND (blocked_until IS NULL OR blocked_until < $2)
+RETURNING blocked_until
+
+-- name: unblock_person
+UPDATE people SET blocked_until = NULL, unblocked_at = $2 WHERE id_hmac = $1
+RETURNING id
+
+-- name: active_bookings_of
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+FROM bookings b JOIN windows w ON w.id = b.window_id
+WHERE b.person_id = $1 AND b.status = 'booked' ORDER BY w.starts_at
+
+-- ---------------------------------------------------------------- jobs
+
+-- name: due_no_shows
+SELECT b.id FROM bookings b JOIN windows w ON w.id = b.window_id
+WHERE b.status = 'booked' AND w.ends_at < $1
+ORDER BY w.ends_at, b.id LIMIT $2 FOR UPDATE OF b SKIP LOCKED
+
+-- name: set_no_show
+UPDATE bookings SET status = 'no_show', no_show_at = $2 WHERE id = $1 AND status = 'booked'
+
+-- name: due_reminders
+SELECT b.id FROM bookings b JOIN windows w ON w.id = b.window_id
+WHERE b.status = 'booked' AND b.reminded_at IS NULL AND w.day = ANY($1::date[])
+    AND b.office_id = $2
+ORDER BY b.id LIMIT 1000 FOR UPDATE OF b SKIP LOCKED
+
+-- name: set_reminded
+UPDATE bookings SET reminded_at = $2 WHERE id = ANY($1::text[])
+
+-- name: purge_events
+DELETE FROM events WHERE window_day < $1
+
+-- name: purge_bookings
+DELETE FROM bookings WHERE window_day < $1
+
+-- name: purge_windows
+DELETE FROM windows w WHERE w.day < $1
+    AND NOT EXISTS (SELECT FROM bookings b WHERE b.window_id = w.id)
+
+-- name: purge_opened_days
+DELETE FROM opened_days WHERE day < $1
+
+-- name: purge_idempotency
+DELETE FROM idempotency_keys WHERE created_at < $1
+
+-- name: purge_tickets
+DELETE FROM tickets WHERE day < $1
+
+-- name: purge_people
+-- People with no booking left keep nothing worth keeping (no block in force).
+DELETE FROM people p WHERE NOT EXISTS (SELECT FROM bookings b WHERE b.person_id = p.id)
+    AND (p.blocked_until IS NULL OR p.blocked_until < $1) AND p.created_at < $2
+
+-- ---------------------------------------------------------------- events feed
+
+-- name: events_after
+-- Only events whose transaction is older than every transaction still running are shown:
+-- later commits can then only add events after the cursor, never before it.
+SELECT id, xid::text AS xid, type, occurred_at, payload FROM events
+WHERE (xid, id) > ($1::xid8, $2::bigint)
+    AND xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY xid, id LIMIT $3
+
+-- name: webhook_cursor_get
+SELECT xid::text AS xid, id FROM webhook_cursor
+
+-- name: webhook_cursor_set
+INSERT INTO webhook_cursor (one, xid, id) VALUES (true, $1::xid8, $2)
+ON CONFLICT (one) DO UPDATE SET xid = EXCLUDED.xid, id = EXCLUDED.id
+
+-- ---------------------------------------------------------------- idempotency
+
+-- name: idem_claim
+INSERT INTO idempotency_keys (api_key_hash, key, request_hash, created_at)
+VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true
+
+-- name: idem_get
+SELECT request_hash, status, response, created_at FROM idempotency_keys
+WHERE api_key_hash = $1 AND key = $2
+
+-- name: idem_take_over
+UPDATE idempotency_keys SET request_hash = $3, created_at = $4, status = NULL, response = NULL
+WHERE api_key_hash = $1 AND key = $2 AND created_at = $5
+RETURNING true
+
+-- name: idem_finish
+UPDATE idempotency_keys SET status = $3, response = $4 WHERE api_key_hash = $1 AND key = $2
+
+-- name: idem_release
+DELETE FROM idempotency_keys WHERE api_key_hash = $1 AND key = $2 AND status IS NULL
