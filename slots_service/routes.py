@@ -9,9 +9,15 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.spec import Example
-from litestar.params import Parameter
+from litestar.params import (
+    FromPath,
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    QueryParameter,
+)
 from litestar.response import Response as LitestarResponse
 
 from . import booking, closures, errors, events, idempotency, jobs, metrics
@@ -68,6 +74,7 @@ async def provide_runtime(state: State) -> Runtime:
 
 
 dependencies = {"rt": Provide(provide_runtime)}
+RT = NamedDependency[Runtime]
 
 
 def checked_id(value: str, what: str) -> str:
@@ -80,7 +87,7 @@ def checked_id(value: str, what: str) -> str:
 
 
 @put("/v1/services/{service_id:str}", guards=ADMIN, status_code=200, tags=["admin"])
-async def put_service(rt: Runtime, service_id: str, data: ServiceIn) -> ServiceOut:
+async def put_service(rt: RT, service_id: FromPath[str], data: JSONBody[ServiceIn]) -> ServiceOut:
     """Create or replace a service (a business type)."""
     now = await rt.clock.now()
     service = await rt.catalog.put_service(checked_id(service_id, "service_id"), data, now)
@@ -88,7 +95,7 @@ async def put_service(rt: Runtime, service_id: str, data: ServiceIn) -> ServiceO
 
 
 @put("/v1/offices/{office_id:str}", guards=ADMIN, status_code=200, tags=["admin"])
-async def put_office(rt: Runtime, office_id: str, data: OfficeIn) -> OfficeOut:
+async def put_office(rt: RT, office_id: FromPath[str], data: JSONBody[OfficeIn]) -> OfficeOut:
     """Create or replace an office. Days already opened keep their windows."""
     now = await rt.clock.now()
     office = await rt.catalog.put_office(checked_id(office_id, "office_id"), data, now)
@@ -96,45 +103,47 @@ async def put_office(rt: Runtime, office_id: str, data: OfficeIn) -> OfficeOut:
 
 
 @get("/v1/offices", guards=READ_OR_ADMIN, tags=["catalog"])
-async def list_offices(rt: Runtime) -> list[OfficeOut]:
+async def list_offices(rt: RT) -> list[OfficeOut]:
     return [o.out() for o in await rt.catalog.offices()]
 
 
 @get("/v1/offices/{office_id:str}", guards=READ_OR_ADMIN, tags=["catalog"])
-async def get_office(rt: Runtime, office_id: str) -> OfficeOut:
+async def get_office(rt: RT, office_id: FromPath[str]) -> OfficeOut:
     return (await rt.catalog.office(office_id)).out()
 
 
 @get("/v1/services", guards=READ_OR_ADMIN, tags=["catalog"])
-async def list_services(rt: Runtime) -> list[ServiceOut]:
+async def list_services(rt: RT) -> list[ServiceOut]:
     return [s.out() for s in await rt.catalog.services()]
 
 
 @get("/v1/services/{service_id:str}", guards=READ_OR_ADMIN, tags=["catalog"])
-async def get_service(rt: Runtime, service_id: str) -> ServiceOut:
+async def get_service(rt: RT, service_id: FromPath[str]) -> ServiceOut:
     return (await rt.catalog.service(service_id)).out()
 
 
 @get("/v1/calendar", guards=READ_OR_ADMIN, tags=["admin"])
-async def list_calendar(rt: Runtime) -> list[CalendarOut]:
+async def list_calendar(rt: RT) -> list[CalendarOut]:
     return await closures.list_calendar(rt)
 
 
 @put("/v1/calendar/{day:date}", guards=ADMIN, status_code=200, tags=["admin"])
-async def put_calendar(rt: Runtime, day: date, data: CalendarIn) -> CalendarOut:
+async def put_calendar(rt: RT, day: FromPath[date], data: JSONBody[CalendarIn]) -> CalendarOut:
     """Mark a date for every office: a holiday (closed) or a make-up workday."""
     return await closures.put_calendar(rt, day, data, await rt.clock.now())
 
 
 @delete("/v1/calendar/{day:date}", guards=ADMIN, status_code=204, tags=["admin"])
-async def delete_calendar(rt: Runtime, day: date) -> None:
+async def delete_calendar(rt: RT, day: FromPath[date]) -> None:
     await closures.delete_calendar(rt, day, await rt.clock.now())
 
 
 @put(
     "/v1/offices/{office_id:str}/closures/{day:date}", guards=ADMIN, status_code=200, tags=["admin"]
 )
-async def put_closure(rt: Runtime, office_id: str, day: date, data: ClosureIn) -> ClosureOut:
+async def put_closure(
+    rt: RT, office_id: FromPath[str], day: FromPath[date], data: JSONBody[ClosureIn]
+) -> ClosureOut:
     """Close one office for a day; its bookings there are cancelled by the office."""
     office = await rt.catalog.office(office_id)
     cancelled = await closures.put_closure(rt, office, day, data.reason, await rt.clock.now())
@@ -146,14 +155,18 @@ async def put_closure(rt: Runtime, office_id: str, day: date, data: ClosureIn) -
 @delete(
     "/v1/offices/{office_id:str}/closures/{day:date}", guards=ADMIN, status_code=204, tags=["admin"]
 )
-async def delete_closure(rt: Runtime, office_id: str, day: date) -> None:
+async def delete_closure(rt: RT, office_id: FromPath[str], day: FromPath[date]) -> None:
     office = await rt.catalog.office(office_id)
     await closures.delete_closure(rt, office, day, await rt.clock.now())
 
 
 @patch("/v1/offices/{office_id:str}/windows/{day:date}/{start:str}", guards=ADMIN, tags=["admin"])
 async def patch_window(
-    rt: Runtime, office_id: str, day: date, start: str, data: CapacityIn
+    rt: RT,
+    office_id: FromPath[str],
+    day: FromPath[date],
+    start: FromPath[str],
+    data: JSONBody[CapacityIn],
 ) -> WindowOut:
     """Change one window's seats. Lowering below the seats booked cancels nobody."""
     if not _START.match(start):
@@ -163,7 +176,7 @@ async def patch_window(
 
 
 @post("/v1/admin/jobs/{job:str}", guards=ADMIN, status_code=200, tags=["admin"])
-async def run_job(rt: Runtime, job: str) -> JobResult:
+async def run_job(rt: RT, job: FromPath[str]) -> JobResult:
     """Run a scheduled job now and return its summary."""
     if job not in jobs.JOBS:
         raise errors.NotFound(f"no job {job!r}; jobs are {sorted(jobs.JOBS)}")
@@ -171,26 +184,26 @@ async def run_job(rt: Runtime, job: str) -> JobResult:
 
 
 @post("/v1/people/unblock", guards=ADMIN, status_code=200, tags=["people"])
-async def unblock(rt: Runtime, data: UnblockIn) -> Standing:
+async def unblock(rt: RT, data: JSONBody[UnblockIn]) -> Standing:
     """Lift a person's block (the counts before now no longer count towards a new one)."""
     now = await rt.clock.now()
     await booking.unblock(rt, data.id_type, data.id_number, now)
     return await booking.standing(rt, data.id_type, data.id_number, now)
 
 
-def _test_clock(rt: Runtime) -> TestClock:
+def _test_clock(rt: RT) -> TestClock:
     if not isinstance(rt.clock, TestClock):
         raise errors.NotFound("the test clock is off (SLOTS_TEST_CLOCK)")
     return rt.clock
 
 
 @get("/v1/admin/clock", guards=ADMIN, tags=["admin"])
-async def get_clock(rt: Runtime) -> ClockOut:
+async def get_clock(rt: RT) -> ClockOut:
     return ClockOut(now=await _test_clock(rt).now(), test_clock=True)
 
 
 @put("/v1/admin/clock", guards=ADMIN, status_code=200, tags=["admin"])
-async def put_clock(rt: Runtime, data: ClockIn) -> ClockOut:
+async def put_clock(rt: RT, data: JSONBody[ClockIn]) -> ClockOut:
     """Set the deployment-wide test clock (only with SLOTS_TEST_CLOCK=1)."""
     clock = _test_clock(rt)
     await clock.set(data.now)
@@ -198,7 +211,7 @@ async def put_clock(rt: Runtime, data: ClockIn) -> ClockOut:
 
 
 @delete("/v1/admin/clock", guards=ADMIN, status_code=204, tags=["admin"])
-async def delete_clock(rt: Runtime) -> None:
+async def delete_clock(rt: RT) -> None:
     await _test_clock(rt).reset()
 
 
@@ -215,12 +228,12 @@ def _window_range(
 
 @get("/v1/offices/{office_id:str}/availability", guards=READ, tags=["availability"])
 async def office_availability(
-    rt: Runtime,
-    office_id: str,
-    service: str,
-    from_: Annotated[date | None, Parameter(query="from")] = None,
-    to: date | None = None,
-    available_only: bool = False,
+    rt: RT,
+    office_id: FromPath[str],
+    service: FromQuery[str],
+    from_: Annotated[date | None, QueryParameter(name="from")] = None,
+    to: FromQuery[date | None] = None,
+    available_only: FromQuery[bool] = False,
 ) -> OfficeAvailability:
     """Open days in the horizon with their windows and seats remaining."""
     office = await rt.catalog.office(office_id)
@@ -255,10 +268,10 @@ async def office_availability(
 
 @get("/v1/services/{service_id:str}/availability", guards=READ, tags=["availability"])
 async def service_availability(
-    rt: Runtime,
-    service_id: str,
-    from_: Annotated[date | None, Parameter(query="from")] = None,
-    to: date | None = None,
+    rt: RT,
+    service_id: FromPath[str],
+    from_: Annotated[date | None, QueryParameter(name="from")] = None,
+    to: FromQuery[date | None] = None,
 ) -> ServiceAvailability:
     """For each office offering the service, each open day's total seats remaining."""
     offered = await rt.catalog.service(service_id)
@@ -299,13 +312,13 @@ def _json(body: bytes, status: int) -> Response[bytes]:
     response_description="The booking",
 )
 async def create_booking(
-    rt: Runtime,
+    rt: RT,
     request: Request[Any, Any, Any],
-    data: BookingIn,
+    data: JSONBody[BookingIn],
     idempotency_key: Annotated[
         str | None,
-        Parameter(
-            header="Idempotency-Key", required=False, examples=[Example(value="2d4c9c1e-booking-1")]
+        HeaderParameter(
+            name="Idempotency-Key", required=False, examples=[Example(value="2d4c9c1e-booking-1")]
         ),
     ] = None,
 ) -> Response[bytes]:
@@ -351,12 +364,12 @@ async def create_booking(
 
 
 @get("/v1/bookings/{booking_id:str}", guards=READ, tags=["bookings"])
-async def get_booking(rt: Runtime, booking_id: str) -> BookingOut:
+async def get_booking(rt: RT, booking_id: FromPath[str]) -> BookingOut:
     return await booking.get(rt, booking_id)
 
 
 @post("/v1/bookings/search", guards=READ, status_code=200, tags=["bookings"])
-async def search_bookings(rt: Runtime, data: SearchIn) -> BookingList:
+async def search_bookings(rt: RT, data: JSONBody[SearchIn]) -> BookingList:
     """By identity or by reference; newest first, at most 50."""
     if data.reference is not None:
         items = await booking.search_by_reference(rt, data.reference)
@@ -368,13 +381,15 @@ async def search_bookings(rt: Runtime, data: SearchIn) -> BookingList:
 
 
 @post("/v1/bookings/{booking_id:str}/cancel", guards=WRITE, status_code=200, tags=["bookings"])
-async def cancel_booking(rt: Runtime, booking_id: str, data: CancelIn) -> BookingOut:
+async def cancel_booking(rt: RT, booking_id: FromPath[str], data: JSONBody[CancelIn]) -> BookingOut:
     """Cancel; the seats are free at once. Cancelling again changes nothing."""
     return await booking.cancel(rt, booking_id, data, await rt.clock.now())
 
 
 @post("/v1/bookings/{booking_id:str}/reschedule", guards=WRITE, status_code=200, tags=["bookings"])
-async def reschedule_booking(rt: Runtime, booking_id: str, data: RescheduleIn) -> BookingOut:
+async def reschedule_booking(
+    rt: RT, booking_id: FromPath[str], data: JSONBody[RescheduleIn]
+) -> BookingOut:
     """Move to another window of the same office and service, atomically; keeps the id."""
     return await booking.reschedule(rt, booking_id, data, await rt.clock.now())
 
@@ -385,13 +400,13 @@ async def reschedule_booking(rt: Runtime, booking_id: str, data: RescheduleIn) -
     status_code=200,
     tags=["bookings"],
 )
-async def check_in(rt: Runtime, booking_id: str) -> BookingOut:
+async def check_in(rt: RT, booking_id: FromPath[str]) -> BookingOut:
     """At the office, from 60 minutes before the window until it ends; hands out a ticket."""
     return await booking.check_in(rt, booking_id, await rt.clock.now())
 
 
 @post("/v1/people/standing", guards=READ, status_code=200, tags=["people"])
-async def standing(rt: Runtime, data: IdentityIn) -> Standing:
+async def standing(rt: RT, data: JSONBody[IdentityIn]) -> Standing:
     return await booking.standing(rt, data.id_type, data.id_number, await rt.clock.now())
 
 
@@ -400,9 +415,9 @@ async def standing(rt: Runtime, data: IdentityIn) -> Standing:
 
 @get("/v1/events", guards=[requires("events:read")], tags=["events"])
 async def list_events(
-    rt: Runtime,
-    after: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    rt: RT,
+    after: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """Events in commit order after a cursor; follow `next`."""
     return await events.page(rt, after, limit)
