@@ -83,7 +83,7 @@ async def redis_url(servers: DevServers) -> AsyncIterator[str]:
         await client.flushall()
     finally:
         await client.aclose()
-    yield servers.redis_url
+    return servers.redis_url
 
 
 def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settings:
