@@ -76,7 +76,7 @@ class Settings:
     test_clock: bool = False
     scheduler_in_process: bool = False
     db_pool_size: int = 20
-    redis_timeout_s: float = 0.25
+    redis_timeout_s: float = 0.5
     # Policy defaults (API.md "Policy defaults"), each overridable by environment.
     horizon_first_day: int = 1
     horizon_days: int = 14

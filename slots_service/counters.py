@@ -46,14 +46,17 @@ class Counters:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._client: aioredis.Redis | None = None
         if url:
-            self._client = aioredis.Redis.from_url(
+            # A blocking pool: a burst waits for a connection instead of failing the gate.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 url,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 retry_on_timeout=False,
                 health_check_interval=0,
-                max_connections=256,
+                max_connections=64,
+                timeout=max(5.0, timeout_s * 10),
             )
+            self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
             self._take = _script(self._client, "take")
             self._give = _script(self._client, "give")
             self._fill = _script(self._client, "fill")

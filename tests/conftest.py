@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -37,12 +38,21 @@ _numbers = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def servers(worker_id: str) -> Iterator[DevServers]:
-    """Embedded Postgres + Valkey for this xdist worker (started from the main thread)."""
-    root = ROOT / ".devdata" / f"test-{worker_id}"
-    with DevServers(root) as found:
-        asyncio.run(_make_template(found.database_url))
-        yield found
+def servers() -> Iterator[DevServers]:
+    """Embedded Postgres + Valkey for this test process (an xdist worker), started from the
+    main thread, under .devdata/test-<pid> so that parallel runs never share servers."""
+    base = ROOT / ".devdata"
+    for stale in base.glob("test-*"):  # left by killed runs
+        pid = stale.name.removeprefix("test-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    root = base / f"test-{os.getpid()}"
+    try:
+        with DevServers(root) as found:
+            asyncio.run(_make_template(found.database_url))
+            yield found
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def _make_template(url: str) -> None:
