@@ -180,6 +180,7 @@ class Scheduler:
         self._poll_s = poll_s
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.leading = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -230,6 +231,7 @@ class Scheduler:
     async def _lead(self, conn: asyncpg.Connection) -> None:
         log.info("scheduler: this process is the leader")
         metrics.scheduler_leader.set(1)
+        self.leading = True
         for name in ("open-horizon", "reconcile"):  # at once, then on their interval
             await self._run_quietly(name)
         scheduler = self._schedule()
@@ -243,6 +245,7 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._poll_s)
         finally:
+            self.leading = False
             scheduler.shutdown(wait=False)
             if webhook is not None:
                 webhook.cancel()
