@@ -171,7 +171,7 @@ class ClockIn(Request, frozen=True):
 
 
 class ClockOut(Response):
-    now: datetime
+    now: str
     test_clock: bool
 
 

@@ -55,7 +55,7 @@ from .models import (
     WindowOut,
 )
 from .problems import problem_body
-from .render import hhmm
+from .render import hhmm, instant
 from .runtime import Runtime
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -199,7 +199,7 @@ def _test_clock(rt: RT) -> TestClock:
 
 @get("/v1/admin/clock", guards=ADMIN, tags=["admin"])
 async def get_clock(rt: RT) -> ClockOut:
-    return ClockOut(now=await _test_clock(rt).now(), test_clock=True)
+    return ClockOut(now=instant(await _test_clock(rt).now(), rt.tz) or "", test_clock=True)
 
 
 @put("/v1/admin/clock", guards=ADMIN, status_code=200, tags=["admin"])
@@ -207,7 +207,7 @@ async def put_clock(rt: RT, data: JSONBody[ClockIn]) -> ClockOut:
     """Set the deployment-wide test clock (only with SLOTS_TEST_CLOCK=1)."""
     clock = _test_clock(rt)
     await clock.set(data.now)
-    return ClockOut(now=data.now, test_clock=True)
+    return ClockOut(now=instant(data.now, rt.tz) or "", test_clock=True)
 
 
 @delete("/v1/admin/clock", guards=ADMIN, status_code=204, tags=["admin"])
