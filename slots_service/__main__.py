@@ -40,6 +40,12 @@ async def _scheduler(settings: Settings) -> None:
     from .jobs import Scheduler
     from .runtime import Runtime
 
+    from prometheus_client import start_http_server
+
+    from .metrics import registry
+
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
     rt = await Runtime.start(settings)
     scheduler = Scheduler(rt)
     scheduler.start()

@@ -66,6 +66,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # The scheduler process serves /metrics here (the API serves it on its own port).
+    metrics_port: int = 9100
     log_level: str = "info"
     # The zone of instants that belong to no office (a person's block end).
     timezone: str = "Asia/Shanghai"
@@ -122,6 +124,7 @@ _INT_POLICIES = {
     "rate_limit_per_person_per_minute": "SLOTS_RATE_LIMIT_PER_PERSON",
     "port": "SLOTS_PORT",
     "workers": "SLOTS_WORKERS",
+    "metrics_port": "SLOTS_METRICS_PORT",
     "db_pool_size": "SLOTS_DB_POOL_SIZE",
 }
 
