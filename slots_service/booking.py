@@ -84,8 +84,8 @@ async def refill_day(rt: Runtime, office_id: str, day: date, replace: bool) -> i
 async def _refill_quietly(rt: Runtime, office_id: str, day: date) -> None:
     try:
         await refill_day(rt, office_id, day, replace=False)
-    except Exception:  # the reconcile job will do it
-        log.warning("refilling redis counters failed", exc_info=True)
+    except Exception as exc:  # the reconcile job will do it
+        log.warning("refilling redis counters failed: %s", type(exc).__qualname__)
 
 
 def check_bookable(

@@ -22,6 +22,7 @@ from .catalog import Office
 from .db import connection, in_transaction, queries
 from .events import deliver_webhooks
 from .horizon import days_between, horizon, local_today, open_day
+from .logs import log_fault
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,9 @@ async def run_job(rt: Runtime, name: str) -> dict[str, int]:
     now = await rt.clock.now()
     try:
         result = await job(rt, now)
-    except Exception:
+    except Exception as exc:
         metrics.job_runs.labels(name, "error").inc()
-        log.exception("job %s failed", name)
+        log_fault(log, f"job {name} failed", exc)
         raise
     metrics.job_runs.labels(name, "ok").inc()
     log.info("job %s: %s", name, result)

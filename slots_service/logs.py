@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 
 
 def configure(level: str) -> None:
@@ -14,3 +15,10 @@ def configure(level: str) -> None:
     )
     # Access logs would carry query strings; the service's own logs are enough.
     logging.getLogger("granian.access").setLevel(logging.WARNING)
+
+
+def log_fault(log: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an unexpected error by kind and place, never by its text: a driver's message may
+    quote the values of a request (a name, a phone)."""
+    where = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("%s: %s\n%s", what, type(exc).__qualname__, where)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -15,6 +16,8 @@ from litestar.exceptions import (
 )
 
 from . import errors
+from .db import translate
+from .logs import log_fault
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -31,6 +34,10 @@ _HTTP_CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
+
+# One title per problem type (RFC 9457), whoever raises it: the domain error's, else the status's.
+_DOMAIN: list[type[errors.DomainError]] = [errors.DomainError, *errors.DomainError.__subclasses__()]
+_TITLES = {e.code: e.title for e in _DOMAIN} | {"internal_error": "Internal error"}
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> bytes:
@@ -84,17 +91,15 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[byt
         detail = str(exc.detail)
     code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
     headers = dict(exc.headers or {})
-    return _response(problem(status, code, exc.__class__.__name__, detail), status, headers)
+    title = _TITLES.get(code) or HTTPStatus(status).phrase
+    return _response(problem(status, code, title, detail), status, headers)
 
 
-def on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    mapped = None
-    from .db import translate
-
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     mapped = translate(exc)
     if mapped is not None:
-        return on_domain_error(_, mapped)
-    log.exception("unhandled error", exc_info=exc)
+        return on_domain_error(request, mapped)
+    log_fault(log, "unhandled error", exc)
     return _response(
         problem(
             500, "internal_error", "Internal error", "an unexpected error; see the service logs"
