@@ -17,12 +17,16 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import metrics
 
 log = logging.getLogger(__name__)
 
 _BREAKER_SECONDS = 2.0
+# A refused connection opens the breaker at once; slow answers only when they keep coming
+# (one slow reply on a busy machine must not send a whole flash crowd to Postgres).
+_SLOW_ANSWERS_TO_OPEN = 3
 
 
 class Gate(enum.Enum):
@@ -62,6 +66,7 @@ class Counters:
             self._fill = _script(self._client, "fill")
             self._rate = _script(self._client, "rate")
         self._down_until = 0.0
+        self._slow = 0
         metrics.redis_up.set(1 if url else 0)
 
     @property
@@ -72,12 +77,17 @@ class Counters:
         return self._client is not None and time.monotonic() >= self._down_until
 
     def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, TimeoutError | RedisTimeoutError):
+            self._slow += 1
+            if self._slow < _SLOW_ANSWERS_TO_OPEN:
+                return
         if self._down_until <= time.monotonic():
             log.warning("redis unreachable, gate bypassed: %s", type(exc).__name__)
         self._down_until = time.monotonic() + _BREAKER_SECONDS
         metrics.redis_up.set(0)
 
     def _ok(self) -> None:
+        self._slow = 0
         metrics.redis_up.set(1)
 
     async def take(self, office_id: str, day: date, start: str, seats: int) -> Gate:
@@ -157,4 +167,5 @@ class Counters:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            # The pool was handed in, so the client would not close it by itself.
+            await self._client.aclose(close_connection_pool=True)
