@@ -19,7 +19,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import metrics
+from . import errors, metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ class Gate(enum.Enum):
     FULL = "full"
     MISSING = "missing"  # Redis does not know the window: Postgres alone decides
     BYPASSED = "bypassed"  # Redis unreachable: Postgres alone decides
+    RATE_LIMITED = "rate_limited"
+
+
+# (who: a stable hash of the identity, attempts allowed, per how many seconds)
+Attempts = tuple[str, int, int]
 
 
 def day_key(office_id: str, day: date) -> str:
@@ -90,22 +95,37 @@ class Counters:
         self._slow = 0
         metrics.redis_up.set(1)
 
-    async def take(self, office_id: str, day: date, start: str, seats: int) -> Gate:
-        if not self._usable():
-            result = Gate.BYPASSED
-        else:
+    async def take(
+        self,
+        office_id: str,
+        day: date,
+        start: str,
+        seats: int,
+        attempts: Attempts | None = None,
+    ) -> Gate:
+        """Take seats at the gate; with `attempts`, count the person's try first (one round
+        trip for both). Raises RateLimited when the person tried too often."""
+        result, wait = Gate.BYPASSED, 0
+        if self._usable():
+            key = day_key(office_id, day)
+            who, limit, window_s = attempts or ("", 0, 0)
             try:
-                answer = await self._take(keys=[day_key(office_id, day)], args=[start, seats])
+                answer = await self._take(
+                    keys=[key, f"{key}:tries:{who}"], args=[start, seats, limit, window_s]
+                )
             except (RedisError, OSError) as exc:
                 self._failed(exc)
-                result = Gate.BYPASSED
             else:
                 self._ok()
                 if isinstance(answer, bytes):
-                    result = Gate.MISSING
+                    text = answer.decode()
+                    result = Gate.MISSING if text == "missing" else Gate.RATE_LIMITED
+                    wait = int(text.partition(":")[2] or 0)
                 else:
                     result = Gate.TAKEN if int(answer) >= 0 else Gate.FULL
         metrics.gate.labels(result.value).inc()
+        if result is Gate.RATE_LIMITED:
+            raise errors.RateLimited(wait)
         return result
 
     async def give(self, office_id: str, day: date, start: str, seats: int) -> None:

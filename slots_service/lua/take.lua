@@ -1,7 +1,22 @@
 -- The booking gate: take ARGV[2] seats from window ARGV[1] only if that many remain.
 -- KEYS[1]: slots:{office:date}, a hash of window start -> seats remaining.
+-- KEYS[2]: the person's attempt counter for that office-day (same hash tag, same slot);
+--          ARGV[3]: attempts allowed per ARGV[4] seconds (0: no limit).
 -- Returns the seats remaining after the take (>= 0); -(remaining + 1) when too few remain
--- (nothing taken); 'missing' when the window is not in Redis (data lost: ask Postgres).
+-- (nothing taken); 'missing' when the window is not in Redis (data lost: ask Postgres);
+-- 'rate:<seconds>' when the person made too many attempts (nothing taken).
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[2])
+  if n == 1 then
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+  end
+  if n > limit then
+    local ttl = redis.call('TTL', KEYS[2])
+    if ttl < 1 then ttl = 1 end
+    return 'rate:' .. ttl
+  end
+end
 local rem = redis.call('HGET', KEYS[1], ARGV[1])
 if not rem then
   return 'missing'

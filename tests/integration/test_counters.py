@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 
+import pytest
+
+from slots_service import errors
 from slots_service.counters import Counters, Gate
 from slots_service.devservers import free_port
 
@@ -54,5 +57,20 @@ async def test_healthy_redis_answers_the_gate(redis_url: str) -> None:
         await counters.give("o", DAY, "09:00", 1)
         assert await counters.take("o", DAY, "09:00", 1) is Gate.TAKEN
         assert await counters.ping()
+    finally:
+        await counters.close()
+
+
+async def test_a_person_trying_too_often_is_rate_limited(redis_url: str) -> None:
+    counters = Counters(redis_url, timeout_s=0.5)
+    try:
+        await counters.fill("o", DAY, {"09:00": 0}, 2_000_000_000, replace=False)
+        tries = ("someone", 2, 60)
+        assert await counters.take("o", DAY, "09:00", 1, tries) is Gate.FULL
+        assert await counters.take("o", DAY, "09:00", 1, tries) is Gate.FULL
+        with pytest.raises(errors.RateLimited) as refused:
+            await counters.take("o", DAY, "09:00", 1, tries)
+        assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
+        assert await counters.take("o", DAY, "09:00", 1, ("someone-else", 2, 60)) is Gate.FULL
     finally:
         await counters.close()
