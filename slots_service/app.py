@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Response, get
+import msgspec
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
@@ -16,7 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import metrics, problems, routes
+from . import booking, errors, metrics, problems, routes
 from .auth import Keys
 from .config import Settings
 from .jobs import Scheduler
@@ -53,7 +54,13 @@ async def readyz(state: State) -> Response[Ready]:
 @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST)
 async def metrics_text() -> Response[bytes]:
     """Prometheus text exposition."""
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # Set the header itself: Litestar would append a second charset to a text/* media type,
+    # and Prometheus refuses to parse such a Content-Type.
+    return Response(
+        generate_latest(metrics.registry),
+        media_type=CONTENT_TYPE_LATEST,
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
 
 
 def latency_middleware(app: ASGIApp) -> ASGIApp:
@@ -84,6 +91,23 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+async def strict_body(request: Request[Any, Any, Any]) -> None:
+    """Refuse a body of wrong types before Litestar reads it: Litestar converts bodies laxly
+    (`"3"` to 3, `1` to true), and API.md answers wrong types with 400."""
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if data is None:
+        return
+    body = await request.body()
+    if not body:
+        return
+    try:
+        msgspec.json.decode(body, type=data.annotation)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidRequest(f"data: {exc}") from None
+    except msgspec.DecodeError:
+        return  # malformed JSON: Litestar's own answer (400) follows
+
+
 def create_app(settings: Settings) -> Litestar:
     if not settings.database_url:
         raise ValueError("DATABASE_URL is required")
@@ -105,6 +129,7 @@ def create_app(settings: Settings) -> Litestar:
             app.state.shutting_down = True
             if scheduler is not None:
                 await scheduler.stop()
+            await booking.finish_background()
             await rt.close()
 
     openapi = OpenAPIConfig(
@@ -123,6 +148,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[healthz, readyz, metrics_text, *routes.handlers],
         dependencies=routes.dependencies,
         exception_handlers=problems.handlers,
+        before_request=strict_body,
         lifespan=[lifespan],
         middleware=[latency_middleware],
         openapi_config=openapi,

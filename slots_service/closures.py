@@ -27,6 +27,10 @@ async def _settle_day(
     """Bring one opened office-day in line with its closure and the calendar now.
 
     Returns the bookings cancelled (their seats go back to Redis after commit)."""
+    if not await conn.fetchval(queries["day_is_opened"], office.id, day):
+        # Not planned yet, so nothing is booked: open_day applies the closure and the calendar
+        # when the day enters the horizon, with the hours of that moment.
+        return []
     await open_day(conn, office.id, office.tz, office.hours, office.window_minutes, day, now)
     mark = await calendar_mark(conn, day)
     closed = is_closed(mark, bool(await conn.fetchval(queries["closure_exists"], office.id, day)))

@@ -36,6 +36,10 @@ class Unauthorized(DomainError):
     status, code, title = 401, "unauthorized", "Unauthorized"
     replayable = False
 
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.headers["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names its scheme
+
 
 class Forbidden(DomainError):
     """This API key lacks the scope this action needs."""

@@ -97,14 +97,17 @@ async def open_day(
 ) -> int:
     """Plan a day's windows unless it was opened before; returns the windows created.
 
-    A day opened with no windows (a closed weekday) is planned again if it later has
-    hours (a make-up workday), since it holds no bookings.
+    A day opened with no windows (a closed weekday) is planned again only when it has
+    become a make-up workday, since it holds no bookings; new hours for its weekday do not
+    reopen it (opened days keep their windows, none included).
     """
     mark = await calendar_mark(conn, day)
     fresh = await conn.fetchval(queries["mark_day_opened"], office_id, day, now)
-    has_windows = await conn.fetchval(queries["day_has_windows"], office_id, day)
-    if not fresh and has_windows:
-        return 0
+    if not fresh:
+        if mark is None or mark.kind != "workday":
+            return 0
+        if await conn.fetchval(queries["day_has_windows"], office_id, day):
+            return 0
     planned = plan_windows(day, tz, hours, window_minutes, mark)
     if not planned:
         return 0

@@ -48,6 +48,9 @@ ON CONFLICT DO NOTHING RETURNING true
 -- name: day_has_windows
 SELECT EXISTS (SELECT FROM windows WHERE office_id = $1 AND day = $2)
 
+-- name: day_is_opened
+SELECT EXISTS (SELECT FROM opened_days WHERE office_id = $1 AND day = $2)
+
 -- name: closure_exists
 SELECT EXISTS (SELECT FROM closures WHERE office_id = $1 AND day = $2)
 
