@@ -1,9 +1,415 @@
-"""Benchmark placeholder, replaced below."""
+"""`slots-service bench`: throughput and latency of the whole service on this machine.
+
+What it measures: the real API (`slots-service serve`: granian, 1 worker) over loopback HTTP,
+with the real Redis gate and Postgres arbiter behind it, in these scenarios:
+
+- `book`: every request books a seat for a NEW person (the daily limit and "one active booking
+  per service" would refuse a repeat) in an office with 10 000 seats in each window, spread
+  over all its windows and days: all 201; the figure is bookings/s.
+- `flash`: every connection books NEW people into one window of `--flash-capacity` seats at
+  once: the first ones get 201, the rest 409 `slot_full` from the Redis gate; the figure is
+  answers/s, and the run checks over HTTP that exactly `capacity` seats were sold.
+- `availability`: GET one day's windows of that office (days in turn); the figure is req/s.
+- `book-no-redis`: `book` again against an API started without REDIS_URL (Postgres alone).
+
+How: embedded Postgres and Valkey under `--data` (wiped each run) unless DATABASE_URL /
+REDIS_URL are set; migrations; a bench catalog made through the admin API; then, for each
+scenario, the load generator in a separate process (loadgen.py: asyncio + uvloop, HTTP/1.1
+keep-alive, `--concurrency` connections with one request in flight each, a fresh body per
+request) runs `--warmup` seconds, then `--seconds` measured. Latency is the time from writing a
+request to having read its whole response. Each figure is printed beside the machine's
+ceiling ("L" figures of ../shared/limits/run.sh, measured first in the same run with
+`--limits auto`): book / L_pg (and / L_hot), flash / L_http_post, availability / L_http_get.
+Those ceilings are each measured alone, server on one core and client on the other; here the
+API, Postgres, Valkey and the load generator share the same cores, so ratios well below 1
+are expected. The last line of stdout is one JSON object with every figure.
+
+Beside each figure: what the API counted itself (gate answers and booking outcomes from
+/metrics, its own mean handling time), the cores each process tree kept busy (API, Postgres,
+Valkey, load generator, and the rest of the machine, from /proc), error lines in the API's
+log, and checks made over HTTP: every 201 is a seat taken in Postgres, and the flash window
+sold exactly its capacity. The per-person rate limit stays on (at 1 000 000/min, so one Redis
+call per booking as in production, never a refusal); the test clock and the in-process
+scheduler are off. Exit status 1 when a check fails.
+
+This module runs the servers and the scenarios, in order; beside it: loadgen.py (the load),
+benchcatalog.py (the offices booked into, and the checks of their seats), benchstats.py (what
+the servers did: /metrics, log, CPU), benchlimits.py (the ceilings), benchreport.py (what is
+printed).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from ..config import environment, load_settings
+from ..devservers import DevServers, die_with_parent, free_port
+from .catalog import BIG_CAPACITY, SERVICE_ID, Catalog, check_big, check_flash, make_catalog
+from .limits import Limits, read_limits
+from .report import Scenario, scenario_lines, summary_json, summary_table
+from .stats import CpuMeter, parse_metrics, scan_log, server_side
+
+SCENARIOS = ("book", "flash", "availability", "book-no-redis")
+# The caller's settings that reach the API: they tune it, they change no rule.
+_TUNING = {"SLOTS_DB_POOL_SIZE", "SLOTS_REDIS_TIMEOUT_S", "SLOTS_LOG_LEVEL"}
+# Files `--data` may hold from an earlier bench run (anything else: refuse to wipe it).
+_OURS = {".slots-bench", "pg", "valkey", "postgres.log", "valkey.log", "api.log", "limits.log"}
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)  # the API's, but for its port
+    token: str = field(default_factory=lambda: "bench-" + secrets.token_urlsafe(24))
+    tag: int = field(default_factory=lambda: secrets.randbelow(100_000))  # in people's ids
+    next_person: int = 0
+    api: subprocess.Popen[bytes] | None = None
+    api_redis: bool = True
+    port: int = 0
+    cpus: int = field(default_factory=lambda: os.cpu_count() or 0)
+    started: float = field(default_factory=time.monotonic)
+
+    # -- output
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def progress(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[bench +{elapsed:5.1f}s] {text}", file=sys.stderr, flush=True)
+
+    # -- the run
+
+    def main(self) -> int:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per set-up request
+        names = [s.strip() for s in self.args.scenarios.split(",") if s.strip()]
+        if unknown := [s for s in names if s not in SCENARIOS]:
+            print(f"bench: unknown scenarios {unknown}; known: {SCENARIOS}", file=sys.stderr)
+            return 2
+        self._wipe()
+        self.say(
+            f"slots-service bench: {self.cpus} CPUs. The API (granian, 1 worker), Postgres, "
+            "Valkey and the load generator all share them, while each L ceiling was measured "
+            "alone (server on one core, client on the other): ratios well below 1 are expected."
+        )
+        limits, limits_note = read_limits(
+            str(self.args.limits), self.root / "limits.log", self.progress
+        )
+        self.say(f"limits: {limits_note}")
+        given = dict(environment())
+        want_pg, want_redis = not given.get("DATABASE_URL"), not given.get("REDIS_URL")
+        servers = DevServers(self.root, postgres=want_pg, redis=want_redis)
+        if want_pg or want_redis:
+            self.progress(f"starting embedded servers under {self.root}")
+            servers.start()
+        try:
+            self.env = self._api_env(given, servers)
+            return self._run(names, limits, external=not (want_pg and want_redis))
+        finally:
+            self._stop_api()
+            servers.stop()
+
+    def _api_env(self, given: Mapping[str, str], servers: DevServers) -> dict[str, str]:
+        # Of the caller's SLOTS_* settings only the tuning knobs pass: the rest (test clock,
+        # policies, keys, webhooks, in-process scheduler) would change what is measured.
+        env = {k: v for k, v in given.items() if not k.startswith("SLOTS_") or k in _TUNING}
+        env.update(
+            DATABASE_URL=given.get("DATABASE_URL") or servers.database_url,
+            REDIS_URL=given.get("REDIS_URL") or servers.redis_url,
+            SLOTS_PII_KEY=secrets.token_hex(32),
+            SLOTS_API_KEYS=f"{self.token}=admin,bookings:read,bookings:write",
+            SLOTS_HOST="127.0.0.1",
+            SLOTS_WORKERS="1",
+            # Every request is a new person, far below this: the check still runs (one Redis
+            # call per booking, as in production) but never refuses.
+            SLOTS_RATE_LIMIT_PER_PERSON="1000000",
+            SLOTS_RATE_LIMIT_PER_KEY="0",
+        )
+        return env
+
+    def _run(self, names: list[str], limits: Limits | None, external: bool) -> int:
+        """`external`: a DATABASE_URL or REDIS_URL was given, so the offices get a run's tag."""
+        from ..db import migrate
+
+        settings = load_settings(self.env)
+        self.progress("migrating")
+        asyncio.run(migrate(settings.database_url))
+        self._start_api(redis=True)
+        with self._client() as http:
+            suffix = f"-{self.tag}" if external else ""
+            catalog = make_catalog(http, int(self.args.flash_capacity), suffix)
+        where = "given DATABASE_URL/REDIS_URL" if external else f"embedded under {self.root}"
+        self.say(
+            f"setup: Postgres + Valkey {where}; API on 127.0.0.1:{self.port} (Postgres pool "
+            f"{settings.db_pool_size}); offices {catalog.big} ({len(catalog.days)} days x "
+            f"{catalog.windows_per_day} windows x {BIG_CAPACITY} seats) and {catalog.flash} "
+            f"(window {catalog.flash_slot[0]} {catalog.flash_slot[1]}, "
+            f"{catalog.flash_capacity} seats); {self.args.concurrency} connections, "
+            f"{self.args.warmup:g} s warm-up + {self.args.seconds:g} s measured per scenario"
+        )
+        results: dict[str, Scenario] = {}
+        checks: dict[str, Any] = {}
+        created_big = 0  # 201s of every scenario that booked in the big office
+        for name in names:
+            redis = name != "book-no-redis"
+            if redis != self.api_redis:
+                self._start_api(redis=redis)
+            scenario = self._measure(name, catalog)
+            if name in ("book", "book-no-redis"):
+                created_big += scenario.result["created_all"]
+                with self._client() as http:
+                    checks["book_consistent"] = check_big(http, catalog, created_big, scenario)
+            elif name == "flash":
+                with self._client() as http:
+                    checks.update(check_flash(http, catalog, scenario))
+            results[name] = scenario
+            self.say(scenario_lines(scenario, limits))
+        self._stop_api()
+        self.say(summary_table(results, limits))
+        run = {
+            "seconds": float(self.args.seconds),
+            "warmup": float(self.args.warmup),
+            "concurrency": int(self.args.concurrency),
+            "cpus": self.cpus,
+            "shared_cores": True,
+        }
+        self.say(summary_json(results, limits, checks, run))
+        failed = (
+            checks.get("book_consistent") is False
+            or checks.get("flash_oversold") is True
+            or checks.get("flash_exact") is False
+        )
+        return 1 if failed else 0
+
+    # -- servers
+
+    def _wipe(self) -> None:
+        """Empty `--data`, leaving pg/ and valkey/ to DevServers (it stops what a killed run
+        left there first). Refuses a directory that holds anything else."""
+        root = self.root
+        if root.exists():
+            strangers = sorted(p.name for p in root.iterdir() if p.name not in _OURS)
+            if strangers and not (root / ".slots-bench").exists():
+                raise SystemExit(
+                    f"bench: {root} holds {strangers[:5]}: not a bench directory, not wiping it"
+                )
+            for path in root.iterdir():
+                if path.name in ("pg", "valkey"):
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        root.mkdir(parents=True, exist_ok=True)
+        (root / ".slots-bench").write_text("slots-service bench data; wiped on each run\n")
+
+    @property
+    def api_log(self) -> Path:
+        return self.root / "api.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _start_api(self, redis: bool) -> None:
+        """(Re)start the API on a new port, with Redis or without, and wait until it is ready."""
+        self._stop_api()
+        self.api_redis, self.port = redis, free_port()
+        env = {**self.env, "SLOTS_PORT": str(self.port)}
+        if not redis:
+            env["REDIS_URL"] = ""
+        with self.api_log.open("ab") as log_file:
+            log_file.write(f"=== bench: serve, redis={'on' if redis else 'off'} ===\n".encode())
+            log_file.flush()
+            self.api = subprocess.Popen(
+                [sys.executable, "-m", "slots_service", "serve"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                process_group=0,  # Ctrl-C is ours to handle; we stop it in order
+                preexec_fn=die_with_parent(),  # dies with us, like the dev servers
+            )
+        self.progress(
+            f"API pid {self.api.pid} on port {self.port} (redis {redis}), log {self.api_log}"
+        )
+        self._wait_ready(redis)
+
+    def _wait_ready(self, redis: bool) -> None:
+        assert self.api is not None
+        deadline = time.monotonic() + 60
+        last = ""
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"the API exited ({self.api.returncode}):\n{self._log_tail()}")
+            try:
+                r = httpx.get(f"{self.base_url}/readyz", timeout=2)
+                last = f"{r.status_code} {r.text}"
+                want = "ok" if redis else "degraded"
+                if r.status_code == 200 and r.json().get("redis") == want:
+                    return
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"the API was not ready after 60 s ({last}):\n{self._log_tail()}")
+
+    def _stop_api(self) -> None:
+        if self.api is not None:
+            _stop_group(self.api, signal.SIGINT)
+            self.api = None
+
+    def _metrics(self) -> dict[str, float]:
+        """The API's counters this bench reads, from /metrics (empty if unreachable)."""
+        try:
+            text = httpx.get(f"{self.base_url}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return {}
+        return parse_metrics(text)
+
+    def _log_size(self) -> int:
+        with suppress(OSError):
+            return self.api_log.stat().st_size
+        return 0
+
+    def _log_since(self, since: int) -> str:
+        """What the API logged from byte `since` on."""
+        try:
+            with self.api_log.open("rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self._log_since(0).splitlines()[-lines:])
+
+    def _server_pids(self) -> dict[str, int]:
+        """The API's main process, and the embedded servers' (from their pid files)."""
+        pids = {"api": self.api.pid} if self.api is not None else {}
+        for name, pidfile in (("postgres", "pg/postmaster.pid"), ("valkey", "valkey/valkey.pid")):
+            with suppress(OSError, ValueError, IndexError):
+                pids[name] = int((self.root / pidfile).read_text().split()[0])
+        return pids
+
+    def _client(self) -> httpx.Client:
+        """A client of the API with the bench's admin key."""
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=60,
+        )
+
+    # -- scenarios
+
+    def _measure(self, name: str, catalog: Catalog) -> Scenario:
+        """One scenario through the load generator, with what the API counted and logged."""
+        spec: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "token": self.token,
+            "concurrency": int(self.args.concurrency),
+            "warmup": float(self.args.warmup),
+            "seconds": float(self.args.seconds),
+        }
+        note = ""
+        if name == "availability":
+            spec["kind"] = "get"
+            spec["paths"] = [
+                f"/v1/offices/{catalog.big}/availability?service={SERVICE_ID}&from={d}&to={d}"
+                for d in catalog.days
+            ]
+            note = f"one day ({catalog.windows_per_day} windows) per request"
+        else:
+            flash = name == "flash"
+            spec["kind"] = "book"
+            spec["office_id"] = catalog.flash if flash else catalog.big
+            spec["service_id"] = SERVICE_ID
+            spec["slots"] = [catalog.flash_slot] if flash else catalog.slots
+            spec["tag"] = self.tag
+            spec["first_person"] = self.next_person
+        log_from, metrics_from = self._log_size(), self._metrics()
+        self.progress(f"scenario {name}: {spec['warmup']:g} s + {spec['seconds']:g} s ...")
+        result = self._loadgen(spec)
+        self.next_person += int(result["persons"])
+        return Scenario(
+            name,
+            result,
+            server=server_side(metrics_from, self._metrics()),
+            log=scan_log(self._log_since(log_from)),
+            note=note,
+        )
+
+    def _loadgen(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The load generator's result, with the cores each process tree kept busy."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "slots_service.bench.loadgen"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            process_group=0,
+        )
+        try:
+            meter = CpuMeter(self._server_pids())
+            timeout = spec["warmup"] + spec["seconds"] + 90
+            out, _ = proc.communicate(json.dumps(spec).encode(), timeout=timeout)
+        finally:
+            _stop_group(proc, signal.SIGTERM)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the load generator failed (exit {proc.returncode})")
+        found: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        found["cpu_cores"] = meter.stop(loadgen_cpu_s=float(found["cpu_s"]))
+        return found
+
+
+def _stop_group(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 20) -> None:
+    """Stop a child started with process_group=0, then anything left in its group."""
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(5)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace) -> int:
-    return 0
+    """The `bench` subcommand."""
+    bench = Bench(args, Path(args.data).resolve())
+    try:
+        with _sigterm_as_interrupt():
+            return bench.main()
+    except KeyboardInterrupt:
+        print("bench: interrupted; servers stopped", file=sys.stderr)
+        return 130
