@@ -37,12 +37,11 @@ def serve(settings: Settings) -> None:
 
 
 async def _scheduler(settings: Settings) -> None:
-    from .jobs import Scheduler
-    from .runtime import Runtime
-
     from prometheus_client import start_http_server
 
+    from .jobs import Scheduler
     from .metrics import registry
+    from .runtime import Runtime
 
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
@@ -132,6 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--seconds", type=float, default=10.0)
     p_bench.add_argument("--concurrency", type=int, default=64)
     p_bench.add_argument("--data", default=".devdata/bench")
+    p_bench.add_argument(
+        "--limits",
+        default="auto",
+        help="auto (run ../shared/limits/run.sh first), a JSON file of L figures, or none",
+    )
+    p_bench.add_argument(
+        "--scenarios",
+        default="book,flash,availability,book-no-redis",
+        help="comma list of: book, flash, availability, book-no-redis",
+    )
+    p_bench.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    p_bench.add_argument("--flash-capacity", type=int, default=50, help="seats in the flash window")
     args = parser.parse_args(argv)
 
     try:

@@ -54,11 +54,12 @@ from .models import (
     UnblockIn,
     WindowOut,
 )
-from .problems import problem_body
+from .problems import PROBLEM, problem_body
 from .render import hhmm, instant
 from .runtime import Runtime
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _START = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 _encode = msgspec.json.Encoder().encode
 
@@ -75,6 +76,16 @@ async def provide_runtime(state: State) -> Runtime:
 
 dependencies = {"rt": Provide(provide_runtime)}
 RT = NamedDependency[Runtime]
+
+
+def path_date(value: str) -> date:
+    """A `YYYY-MM-DD` path segment; anything else is a bad request, not an unknown route."""
+    if not _DATE.match(value):
+        raise errors.InvalidRequest(f"{value!r} is not a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise errors.InvalidRequest(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def checked_id(value: str, what: str) -> str:
@@ -127,52 +138,55 @@ async def list_calendar(rt: RT) -> list[CalendarOut]:
     return await closures.list_calendar(rt)
 
 
-@put("/v1/calendar/{day:date}", guards=ADMIN, status_code=200, tags=["admin"])
-async def put_calendar(rt: RT, day: FromPath[date], data: JSONBody[CalendarIn]) -> CalendarOut:
+@put("/v1/calendar/{day:str}", guards=ADMIN, status_code=200, tags=["admin"])
+async def put_calendar(rt: RT, day: FromPath[str], data: JSONBody[CalendarIn]) -> CalendarOut:
     """Mark a date for every office: a holiday (closed) or a make-up workday."""
-    return await closures.put_calendar(rt, day, data, await rt.clock.now())
+    return await closures.put_calendar(rt, path_date(day), data, await rt.clock.now())
 
 
-@delete("/v1/calendar/{day:date}", guards=ADMIN, status_code=204, tags=["admin"])
-async def delete_calendar(rt: RT, day: FromPath[date]) -> None:
-    await closures.delete_calendar(rt, day, await rt.clock.now())
+@delete("/v1/calendar/{day:str}", guards=ADMIN, status_code=204, tags=["admin"])
+async def delete_calendar(rt: RT, day: FromPath[str]) -> None:
+    await closures.delete_calendar(rt, path_date(day), await rt.clock.now())
 
 
 @put(
-    "/v1/offices/{office_id:str}/closures/{day:date}", guards=ADMIN, status_code=200, tags=["admin"]
+    "/v1/offices/{office_id:str}/closures/{day:str}", guards=ADMIN, status_code=200, tags=["admin"]
 )
 async def put_closure(
-    rt: RT, office_id: FromPath[str], day: FromPath[date], data: JSONBody[ClosureIn]
+    rt: RT, office_id: FromPath[str], day: FromPath[str], data: JSONBody[ClosureIn]
 ) -> ClosureOut:
     """Close one office for a day; its bookings there are cancelled by the office."""
+    on = path_date(day)
     office = await rt.catalog.office(office_id)
-    cancelled = await closures.put_closure(rt, office, day, data.reason, await rt.clock.now())
+    cancelled = await closures.put_closure(rt, office, on, data.reason, await rt.clock.now())
     return ClosureOut(
-        office_id=office.id, date=day, reason=data.reason, cancelled_bookings=cancelled
+        office_id=office.id, date=on, reason=data.reason, cancelled_bookings=cancelled
     )
 
 
 @delete(
-    "/v1/offices/{office_id:str}/closures/{day:date}", guards=ADMIN, status_code=204, tags=["admin"]
+    "/v1/offices/{office_id:str}/closures/{day:str}", guards=ADMIN, status_code=204, tags=["admin"]
 )
-async def delete_closure(rt: RT, office_id: FromPath[str], day: FromPath[date]) -> None:
+async def delete_closure(rt: RT, office_id: FromPath[str], day: FromPath[str]) -> None:
+    on = path_date(day)
     office = await rt.catalog.office(office_id)
-    await closures.delete_closure(rt, office, day, await rt.clock.now())
+    await closures.delete_closure(rt, office, on, await rt.clock.now())
 
 
-@patch("/v1/offices/{office_id:str}/windows/{day:date}/{start:str}", guards=ADMIN, tags=["admin"])
+@patch("/v1/offices/{office_id:str}/windows/{day:str}/{start:str}", guards=ADMIN, tags=["admin"])
 async def patch_window(
     rt: RT,
     office_id: FromPath[str],
-    day: FromPath[date],
+    day: FromPath[str],
     start: FromPath[str],
     data: JSONBody[CapacityIn],
 ) -> WindowOut:
     """Change one window's seats. Lowering below the seats booked cancels nobody."""
     if not _START.match(start):
         raise errors.InvalidRequest("start must be HH:MM")
+    on = path_date(day)
     office = await rt.catalog.office(office_id)
-    return await closures.set_capacity(rt, office, day, start, data.capacity, await rt.clock.now())
+    return await closures.set_capacity(rt, office, on, start, data.capacity, await rt.clock.now())
 
 
 @post("/v1/admin/jobs/{job:str}", guards=ADMIN, status_code=200, tags=["admin"])
@@ -301,7 +315,9 @@ async def service_availability(
 
 
 def _json(body: bytes, status: int) -> Response[bytes]:
-    return LitestarResponse(content=body, status_code=status, media_type="application/json")
+    # A replayed refusal is a problem document like the first answer was.
+    media_type = PROBLEM if status >= 400 else "application/json"
+    return LitestarResponse(content=body, status_code=status, media_type=media_type)
 
 
 @post(
