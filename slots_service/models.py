@@ -331,6 +331,17 @@ class EventPage(Response):
     next: str | None
 
 
+class Problem(Response):
+    """RFC 9457 problem details; `code` is what callers branch on. Some codes add members
+    (`booking_id`, `blocked_until`, `cancel_deadline`)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
 class JobResult(Response):
     job: str
     result: dict[str, int]

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import (
     FromPath,
@@ -44,6 +45,7 @@ from .models import (
     OfficeDayTotal,
     OfficeIn,
     OfficeOut,
+    Problem,
     RescheduleIn,
     SearchIn,
     ServiceAvailability,
@@ -326,6 +328,7 @@ def _json(body: bytes, status: int) -> Response[bytes]:
     tags=["bookings"],
     status_code=201,
     response_description="The booking",
+    responses={201: ResponseSpec(data_container=BookingOut, description="The booking")},
 )
 async def create_booking(
     rt: RT,
@@ -439,6 +442,29 @@ async def list_events(
     return await events.page(rt, after, limit)
 
 
+def _problems(status: int, description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=Problem, description=description, media_type=PROBLEM, generate_examples=False
+    )
+
+
+# Documented on every route: the problems any of them may answer (API.md "Error codes").
+PROBLEMS = {
+    400: _problems(400, "invalid_request"),
+    401: _problems(401, "unauthorized"),
+    403: _problems(403, "forbidden, person_blocked"),
+    404: _problems(404, "not_found"),
+    409: _problems(
+        409,
+        "slot_full, active_booking_exists, daily_limit_reached, phone_bound_to_other_person,"
+        " cancel_cutoff_passed, invalid_state, idempotency_in_progress",
+    ),
+    422: _problems(422, "not_bookable, idempotency_key_reused"),
+    429: _problems(429, "rate_limited"),
+    503: _problems(503, "unavailable"),
+}
+
+
 handlers = [
     put_service,
     put_office,
@@ -468,3 +494,6 @@ handlers = [
     standing,
     list_events,
 ]
+
+for _handler in handlers:
+    _handler.responses = {**PROBLEMS, **(_handler.responses or {})}
