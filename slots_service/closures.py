@@ -33,7 +33,9 @@ async def _settle_day(
         return []
     await open_day(conn, office.id, office.tz, office.hours, office.window_minutes, day, now)
     mark = await calendar_mark(conn, day)
-    closed = is_closed(mark, bool(await conn.fetchval(queries["closure_exists"], office.id, day)))
+    by_office = bool(await conn.fetchval(queries["closure_exists"], office.id, day))
+    planned_as = await conn.fetchval(queries["planned_as"], office.id, day)
+    closed = is_closed(day, mark, by_office, planned_as)
     await conn.execute(queries["set_day_closed"], office.id, day, closed)
     cancelled: list[asyncpg.Record] = []
     if closed:

@@ -75,8 +75,15 @@ def plan_windows(
     return planned
 
 
-def is_closed(mark: CalendarMark | None, closed_by_office: bool) -> bool:
-    return closed_by_office or (mark is not None and mark.kind == "holiday")
+def is_closed(
+    day: date, mark: CalendarMark | None, closed_by_office: bool, planned_as: str | None
+) -> bool:
+    """Closed by the office, by a holiday, or because the make-up workday that planned its
+    windows was withdrawn."""
+    if closed_by_office or (mark is not None and mark.kind == "holiday"):
+        return True
+    borrowed = planned_as is not None and planned_as != WEEKDAYS[day.weekday()]
+    return borrowed and (mark is None or mark.kind != "workday")
 
 
 async def calendar_mark(conn: asyncpg.Connection, day: date) -> CalendarMark | None:
@@ -111,7 +118,10 @@ async def open_day(
     planned = plan_windows(day, tz, hours, window_minutes, mark)
     if not planned:
         return 0
-    closed = is_closed(mark, bool(await conn.fetchval(queries["closure_exists"], office_id, day)))
+    planned_as = effective_weekday(day, mark)
+    await conn.execute(queries["set_planned_as"], office_id, day, planned_as)
+    by_office = bool(await conn.fetchval(queries["closure_exists"], office_id, day))
+    closed = is_closed(day, mark, by_office, planned_as)
     await conn.executemany(
         queries["insert_window"],
         [

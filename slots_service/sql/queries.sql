@@ -45,6 +45,12 @@ DELETE FROM calendar_days WHERE day = $1 RETURNING day
 INSERT INTO opened_days (office_id, day, opened_at) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING RETURNING true
 
+-- name: set_planned_as
+UPDATE opened_days SET planned_as = $3 WHERE office_id = $1 AND day = $2
+
+-- name: planned_as
+SELECT planned_as FROM opened_days WHERE office_id = $1 AND day = $2
+
 -- name: day_has_windows
 SELECT EXISTS (SELECT FROM windows WHERE office_id = $1 AND day = $2)
 

@@ -43,10 +43,15 @@ def test_a_make_up_workday_borrows_a_weekday() -> None:
 
 
 def test_holidays_and_closures_close_a_day() -> None:
-    assert is_closed(CalendarMark("holiday", None, "国庆节"), False)
-    assert is_closed(None, True)
-    assert not is_closed(CalendarMark("workday", "mon", ""), False)
-    assert not is_closed(None, False)
+    assert is_closed(MONDAY, CalendarMark("holiday", None, "国庆节"), False, "mon")
+    assert is_closed(MONDAY, None, True, "mon")
+    assert not is_closed(SATURDAY, CalendarMark("workday", "mon", ""), False, "mon")
+    assert not is_closed(MONDAY, None, False, "mon")
+
+
+def test_a_withdrawn_make_up_workday_closes_its_day() -> None:
+    assert is_closed(SATURDAY, None, False, "mon")  # planned as Monday, mark gone
+    assert not is_closed(SATURDAY, None, False, None)  # never planned
 
 
 def test_a_window_may_end_at_midnight() -> None:

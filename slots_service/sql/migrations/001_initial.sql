@@ -59,10 +59,12 @@ CREATE TABLE windows (
 );
 
 -- Days whose windows were planned; their windows no longer follow the office's hours.
+-- `planned_as`: the weekday whose hours made the windows (another one on a make-up workday).
 CREATE TABLE opened_days (
-    office_id  text NOT NULL REFERENCES offices (id),
-    day        date NOT NULL,
-    opened_at  timestamptz NOT NULL,
+    office_id   text NOT NULL REFERENCES offices (id),
+    day         date NOT NULL,
+    opened_at   timestamptz NOT NULL,
+    planned_as  text,
     PRIMARY KEY (office_id, day)
 );
 
