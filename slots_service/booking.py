@@ -44,6 +44,7 @@ _ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: 5 bits each
 _ID_LENGTH = 14  # 70 random bits
 _encode = msgspec.json.Encoder().encode
 _background: set[asyncio.Task[None]] = set()
+_refilling: set[tuple[str, date]] = set()
 
 
 def new_booking_id() -> str:
@@ -87,11 +88,22 @@ async def refill_day(rt: Runtime, office_id: str, day: date, replace: bool) -> i
     return await rt.counters.fill(office_id, day, remaining, expire_at(day), replace)
 
 
+def refill_soon(rt: Runtime, office_id: str, day: date) -> None:
+    """Redis lost a day's counters: fill them from Postgres in the background, once at a time
+    per day however many requests noticed (a crowd after a Redis restart notices together)."""
+    if (office_id, day) in _refilling:
+        return
+    _refilling.add((office_id, day))
+    _spawn(_refill_quietly(rt, office_id, day))
+
+
 async def _refill_quietly(rt: Runtime, office_id: str, day: date) -> None:
     try:
         await refill_day(rt, office_id, day, replace=False)
     except Exception as exc:  # the reconcile job will do it
         log.warning("refilling redis counters failed: %s", type(exc).__qualname__)
+    finally:
+        _refilling.discard((office_id, day))
 
 
 def check_bookable(
@@ -133,14 +145,14 @@ async def book(rt: Runtime, req: BookingIn, now: datetime, held: Claim | None) -
     if gate is Gate.FULL:
         raise errors.SlotFull()
     try:
-        body = await _record(rt, req, office, service, start, starts_at, id_hmac, now, held)
+        return await _record(rt, req, office, service, start, starts_at, id_hmac, now, held)
     except BaseException:
         if gate is Gate.TAKEN:
             await rt.counters.give(office.id, req.date, req.start, req.party_size)
         raise
-    if gate is Gate.MISSING:
-        _spawn(_refill_quietly(rt, office.id, req.date))
-    return body
+    finally:
+        if gate is Gate.MISSING:
+            refill_soon(rt, office.id, req.date)
 
 
 async def _record(
@@ -449,7 +461,7 @@ async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: date
         raise
     await give_back(rt, [old])
     if gate is Gate.MISSING:
-        _spawn(_refill_quietly(rt, office.id, body.date))
+        refill_soon(rt, office.id, body.date)
     return out
 
 
