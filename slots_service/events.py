@@ -35,7 +35,8 @@ def parse_cursor(cursor: str | None) -> tuple[int, int]:
     if cursor is None or cursor == "":
         return 0, 0
     match = _CURSOR.match(cursor)
-    if match is None:
+    # Beyond xid8 / bigint Postgres would fail the query: no cursor handed out is that large.
+    if match is None or int(match.group(1)) >= 2**64 or int(match.group(2)) >= 2**63:
         raise errors.InvalidRequest("after must be a cursor returned as `next`")
     return int(match.group(1)), int(match.group(2))
 

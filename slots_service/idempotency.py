@@ -34,7 +34,7 @@ class Replay:
 
 
 def validate_key(key: str) -> str:
-    if not 1 <= len(key) <= 255 or not all(0x20 < ord(c) < 0x7F for c in key):
+    if not 1 <= len(key) <= 255 or not all(0x20 <= ord(c) < 0x7F for c in key):
         raise errors.InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters")
     return key
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
-from tests.conftest import OFFICE_ID, SERVICE_ID, booking_body, person, set_clock
+from slots_service.app import create_app
+from slots_service.config import Settings
+from tests.conftest import ADMIN_KEY, OFFICE_ID, SERVICE_ID, booking_body, person, set_clock
 
 PROBLEM = "application/problem+json"
 
@@ -120,3 +124,21 @@ async def no_show(client: httpx.AsyncClient, who: dict[str, str], date: str, aft
     assert (await run_job(client, "sweep-no-shows"))["no_shows"] == 1
     assert (await get(client, made["id"]))["status"] == "no_show"
     return str(made["id"])
+
+
+@asynccontextmanager
+async def overlapping_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Another worker of the same deployment, served in the test's own event loop.
+
+    The Litestar test client runs one request at a time on its own thread; through this
+    client, gathered requests really overlap."""
+    app = create_app(settings)
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver.local",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as client,
+    ):
+        yield client
