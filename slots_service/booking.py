@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -385,6 +386,14 @@ async def cancel(rt: Runtime, booking_id: str, body: CancelIn, now: datetime) ->
                 raise errors.CancelCutoffPassed(instant(deadline, office.tz) or "")
         return await cancel_locked(conn, rt, row, body.by, body.reason, now), row
 
+    return await _leave_booked(rt, work)
+
+
+async def _leave_booked(
+    rt: Runtime,
+    work: Callable[[asyncpg.Connection], Awaitable[tuple[BookingOut, asyncpg.Record | None]]],
+) -> BookingOut:
+    """Run a transition out of `booked`; after commit, its seats go back to the gate."""
     out, released = await in_transaction(rt.pool, work)
     if released is not None:
         await give_back(rt, [released])
@@ -410,10 +419,7 @@ async def check_in(rt: Runtime, booking_id: str, now: datetime) -> BookingOut:
         await conn.execute(queries["release_seats"], row["window_id"], row["party_size"])
         return await emit_event(conn, rt, "booking.checked_in", row["id"], now), row
 
-    out, released = await in_transaction(rt.pool, work)
-    if released is not None:
-        await give_back(rt, [released])
-    return out
+    return await _leave_booked(rt, work)
 
 
 async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: datetime) -> BookingOut:

@@ -39,28 +39,47 @@ async def block_after_no_shows(
     conn: asyncpg.Connection, person_id: int, now: datetime, settings: Settings
 ) -> datetime | None:
     """Block when the person reached the no-show count; returns the new block end."""
-    row = await conn.fetchrow(queries["no_show_count"], person_id, no_show_since(now, settings))
-    assert row is not None
-    if row["n"] < settings.no_show_block_count:
-        return None
-    until = row["last"] + timedelta(days=settings.no_show_block_days)
-    return await _block(conn, person_id, until, now)
+    return await _block_after(
+        conn,
+        "no_show_count",
+        person_id,
+        no_show_since(now, settings),
+        settings.no_show_block_count,
+        timedelta(days=settings.no_show_block_days),
+        now,
+    )
 
 
 async def block_after_cancellations(
     conn: asyncpg.Connection, person_id: int, now: datetime, settings: Settings
 ) -> datetime | None:
-    row = await conn.fetchrow(queries["cancellation_count"], person_id, cancel_since(now, settings))
-    assert row is not None
-    if row["n"] < settings.cancel_block_count:
-        return None
-    until = row["last"] + timedelta(hours=settings.cancel_block_hours)
-    return await _block(conn, person_id, until, now)
+    """Block when the person cancelled too often; returns the new block end."""
+    return await _block_after(
+        conn,
+        "cancellation_count",
+        person_id,
+        cancel_since(now, settings),
+        settings.cancel_block_count,
+        timedelta(hours=settings.cancel_block_hours),
+        now,
+    )
 
 
-async def _block(
-    conn: asyncpg.Connection, person_id: int, until: datetime, now: datetime
+async def _block_after(
+    conn: asyncpg.Connection,
+    count_query: str,
+    person_id: int,
+    since: datetime,
+    threshold: int,
+    duration: timedelta,
+    now: datetime,
 ) -> datetime | None:
+    """`threshold` events since `since` block for `duration` after the last of them."""
+    row = await conn.fetchrow(queries[count_query], person_id, since)
+    assert row is not None
+    if row["n"] < threshold:
+        return None
+    until: datetime = row["last"] + duration
     if until <= now:
         return None
     changed: datetime | None = await conn.fetchval(queries["block_person"], person_id, until)

@@ -14,7 +14,8 @@ from typing import IO
 
 LIMIT_KEYS = ("L_redis_lua", "L_redis_lua_p16", "L_pg", "L_hot", "L_http_get", "L_http_post")
 Limits = dict[str, int | None]
-RUN_SH = Path(__file__).parents[2] / "shared/limits/run.sh"
+# <repo>/slots_service/bench/limits.py -> <repo>/../shared/limits/run.sh
+RUN_SH = Path(__file__).resolve().parents[3] / "shared/limits/run.sh"
 
 
 def parse_limits(text: str) -> Limits:

@@ -137,12 +137,14 @@ WITH w AS (
 ), phone_owner AS (
     SELECT id FROM people WHERE phone_hmac = $9 AND id_hmac <> $6
 ), active AS (
+    -- person_id as a scalar: the planner then looks the person up in the index, never
+    -- walks every active booking of the service
     SELECT coalesce(array_agg(b.active_seq), '{}') AS seqs, min(b.id) AS booking_id
-    FROM bookings b JOIN person p ON b.person_id = p.id
-    WHERE b.service_id = $11 AND b.status = 'booked'
+    FROM bookings b
+    WHERE b.person_id = (SELECT id FROM person) AND b.service_id = $11 AND b.status = 'booked'
 ), today AS (
     SELECT count(*)::int AS n
-    FROM bookings b JOIN person p ON b.person_id = p.id WHERE b.made_on = $16
+    FROM bookings b WHERE b.person_id = (SELECT id FROM person) AND b.made_on = $16
 ), verdict AS (
     SELECT CASE
         WHEN NOT EXISTS (SELECT FROM w) THEN 'no_window'
