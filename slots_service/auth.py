@@ -43,7 +43,7 @@ def requires(*any_of: str) -> Guard:
     """A Litestar guard: the caller's key must hold one of these scopes."""
     wanted = frozenset(any_of)
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         keys: Keys = connection.app.state.api_keys
         caller = keys.caller(connection.headers.get("authorization"))
         if not caller.scopes & wanted:

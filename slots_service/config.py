@@ -98,7 +98,7 @@ class Settings:
     idempotency_hours: int = 24
     check_in_early_minutes: int = 60
     rate_limit_per_key_per_minute: int = 0
-    rate_limit_per_person_per_minute: int = 30
+    rate_limit_per_person_per_minute: int = 60
 
     @property
     def idempotency_period(self) -> timedelta:
