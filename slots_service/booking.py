@@ -22,7 +22,7 @@ from . import errors, metrics, people
 from .catalog import Office, Service
 from .counters import Gate
 from .db import connection, in_transaction, queries
-from .horizon import expire_at, horizon, local_today
+from .horizon import horizon, local_today
 from .idempotency import Claim
 from .models import (
     BookingIn,
@@ -81,14 +81,6 @@ async def finish_background() -> None:
     await asyncio.gather(*_background, return_exceptions=True)
 
 
-async def refill_day(rt: Runtime, office_id: str, day: date, replace: bool) -> int:
-    """Copy a day's seats remaining from Postgres into Redis."""
-    async with connection(rt.pool) as conn:
-        rows = await conn.fetch(queries["day_remaining"], office_id, day)
-    remaining = {r["start"]: r["remaining"] for r in rows}
-    return await rt.counters.fill(office_id, day, remaining, expire_at(day), replace)
-
-
 def refill_soon(rt: Runtime, office_id: str, day: date) -> None:
     """Redis lost a day's counters: fill them from Postgres in the background, once at a time
     per day however many requests noticed (a crowd after a Redis restart notices together)."""
@@ -100,7 +92,7 @@ def refill_soon(rt: Runtime, office_id: str, day: date) -> None:
 
 async def _refill_quietly(rt: Runtime, office_id: str, day: date) -> None:
     try:
-        await refill_day(rt, office_id, day, replace=False)
+        await rt.fill_counters(office_id, day, replace=False)
     except Exception as exc:  # the reconcile job will do it
         log.warning("refilling redis counters failed: %s", type(exc).__qualname__)
     finally:
@@ -147,6 +139,10 @@ async def book(rt: Runtime, req: BookingIn, now: datetime, held: Claim | None) -
         raise errors.SlotFull()
     try:
         return await _record(rt, req, office, service, start, starts_at, id_hmac, now, held)
+    except errors.SlotFull:
+        # Postgres, the arbiter, says full: Redis counted seats that are not there. Keeping
+        # what we took brings the counter down to the truth instead of handing it out again.
+        raise
     except BaseException:
         if gate is Gate.TAKEN:
             await rt.counters.give(office.id, req.date, req.start, req.party_size)
@@ -401,10 +397,13 @@ async def _leave_booked(
 
 
 async def check_in(rt: Runtime, booking_id: str, now: datetime) -> BookingOut:
-    async def work(conn: asyncpg.Connection) -> tuple[BookingOut, asyncpg.Record | None]:
+    """The person arrived. They keep their seats: check-in opens before the window starts,
+    and a seat freed then could be sold again while its holder sits in it."""
+
+    async def work(conn: asyncpg.Connection) -> BookingOut:
         row = await _locked(conn, booking_id)
         if row["status"] == "checked_in":
-            return await _render(rt, row), None
+            return await _render(rt, row)
         if row["status"] != "booked":
             raise errors.InvalidState(f"a {row['status']} booking cannot check in")
         opens = row["starts_at"] - timedelta(minutes=rt.settings.check_in_early_minutes)
@@ -416,10 +415,9 @@ async def check_in(rt: Runtime, booking_id: str, now: datetime) -> BookingOut:
             )
         number = await conn.fetchval(queries["next_ticket"], row["office_id"], row["day"])
         await conn.execute(queries["set_checked_in"], row["id"], now, f"A{number:03d}")
-        await conn.execute(queries["release_seats"], row["window_id"], row["party_size"])
-        return await emit_event(conn, rt, "booking.checked_in", row["id"], now), row
+        return await emit_event(conn, rt, "booking.checked_in", row["id"], now)
 
-    return await _leave_booked(rt, work)
+    return await in_transaction(rt.pool, work)
 
 
 async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: datetime) -> BookingOut:

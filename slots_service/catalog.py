@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +16,7 @@ from .db import queries
 from .models import CancelCutoff, HoursRange, OfficeIn, OfficeOut, ServiceIn, ServiceOut
 
 _CACHE_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,17 +67,41 @@ def zone(name: str) -> ZoneInfo:
 
 class Catalog:
     """Offices and services are small and rarely change: every process keeps them in
-    memory and reloads them a few seconds after a change anywhere (at once after its own)."""
+    memory and reloads them a few seconds after a change anywhere (at once after its own).
+
+    A stale copy is served while one background reload runs, so a crowd never waits on it and
+    code inside a transaction never needs a second pooled connection for it."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._offices: dict[str, Office] = {}
         self._services: dict[str, Service] = {}
         self._loaded_at = -1e9
+        self._loaded = False  # False until the first load and after this process's writes
+        self._lock = asyncio.Lock()
+        self._reloading: asyncio.Task[None] | None = None
 
     async def _fresh(self) -> None:
         if time.monotonic() - self._loaded_at < _CACHE_SECONDS:
             return
+        if not self._loaded:
+            async with self._lock:
+                if not self._loaded:
+                    await self._reload()
+            return
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self._reload_quietly())
+
+    async def _reload_quietly(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._loaded_at < _CACHE_SECONDS:
+                return
+            try:
+                await self._reload()
+            except Exception as exc:  # keep serving the copy we have; try again later
+                log.warning("catalog reload failed: %s", type(exc).__qualname__)
+
+    async def _reload(self) -> None:
         async with self._pool.acquire() as conn:
             offices = await conn.fetch(queries["all_offices"])
             services = await conn.fetch(queries["all_services"])
@@ -101,9 +128,16 @@ class Catalog:
             for r in services
         }
         self._loaded_at = time.monotonic()
+        self._loaded = True
 
     def invalidate(self) -> None:
+        """After a write here: the next read waits for a reload."""
         self._loaded_at = -1e9
+        self._loaded = False
+
+    async def close(self) -> None:
+        if self._reloading is not None:
+            await self._reloading
 
     async def office(self, office_id: str) -> Office:
         await self._fresh()

@@ -12,7 +12,7 @@ from datetime import date, datetime
 import asyncpg
 
 from . import errors
-from .booking import cancel_locked, give_back, refill_day
+from .booking import cancel_locked, give_back
 from .catalog import Office
 from .db import connection, in_transaction, queries
 from .horizon import calendar_mark, is_closed, open_day
@@ -49,7 +49,7 @@ async def _settle_day(
 
 async def _after(rt: Runtime, office_id: str, day: date, cancelled: list[asyncpg.Record]) -> None:
     await give_back(rt, cancelled)
-    await refill_day(rt, office_id, day, replace=True)
+    await rt.fill_counters(office_id, day, replace=True)
 
 
 async def _settle_everywhere(rt: Runtime, day: date, reason: str, now: datetime) -> int:
@@ -132,7 +132,7 @@ async def set_capacity(
         )
     if row is None:
         raise errors.NotFound(f"{office.id} has no window at {start} on {day}")
-    await refill_day(rt, office.id, day, replace=True)
+    await rt.fill_counters(office.id, day, replace=True)
     return WindowOut(
         start=hhmm(row["start_time"]),
         end=hhmm(row["end_time"]),

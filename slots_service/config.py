@@ -61,8 +61,8 @@ def normalise_database_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = ""
-    redis_url: str = ""
+    database_url: str = field(default="", repr=False)  # may carry a password
+    redis_url: str = field(default="", repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

@@ -16,6 +16,7 @@ from importlib import resources
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -32,11 +33,13 @@ _SLOW_ANSWERS_TO_OPEN = 3
 class Gate(enum.Enum):
     TAKEN = "taken"
     FULL = "full"
-    MISSING = "missing"  # Redis does not know the window: Postgres alone decides
+    MISSING = "missing"  # Redis lost the day's counters: Postgres alone decides
+    NO_WINDOW = "no_window"  # the day is counted, the window is not: Postgres will refuse
     BYPASSED = "bypassed"  # Redis unreachable: Postgres alone decides
     RATE_LIMITED = "rate_limited"
 
 
+_ANSWERS = {"missing": Gate.MISSING, "nowindow": Gate.NO_WINDOW, "rate": Gate.RATE_LIMITED}
 # (who: a stable hash of the identity, attempts allowed, per how many seconds)
 Attempts = tuple[str, int, int]
 
@@ -82,7 +85,9 @@ class Counters:
         return self._client is not None and time.monotonic() >= self._down_until
 
     def _failed(self, exc: Exception) -> None:
-        if isinstance(exc, TimeoutError | RedisTimeoutError):
+        # A slow answer, or all pooled connections busy: Redis is loaded, not gone.
+        busy = isinstance(exc, RedisConnectionError) and "No connection available" in str(exc)
+        if busy or isinstance(exc, TimeoutError | RedisTimeoutError):
             self._slow += 1
             if self._slow < _SLOW_ANSWERS_TO_OPEN:
                 return
@@ -118,9 +123,9 @@ class Counters:
             else:
                 self._ok()
                 if isinstance(answer, bytes):
-                    text = answer.decode()
-                    result = Gate.MISSING if text == "missing" else Gate.RATE_LIMITED
-                    wait = int(text.partition(":")[2] or 0)
+                    text, _, seconds = answer.decode().partition(":")
+                    result = _ANSWERS[text]
+                    wait = int(seconds or 0)
                 else:
                     result = Gate.TAKEN if int(answer) >= 0 else Gate.FULL
         metrics.gate.labels(result.value).inc()

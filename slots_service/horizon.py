@@ -48,6 +48,16 @@ def horizon(now: datetime, tz: ZoneInfo, settings: Settings) -> tuple[date, date
     return today + timedelta(days=settings.horizon_first_day), last
 
 
+def next_to_open(now: datetime, tz: ZoneInfo, settings: Settings) -> tuple[date, datetime]:
+    """The day that enters the horizon next, and the instant it does."""
+    local = now.astimezone(tz)
+    hh, mm = (int(x) for x in settings.horizon_opens_at.split(":"))
+    opens = datetime.combine(local.date(), time(hh, mm), tz)
+    if local >= opens:
+        opens = datetime.combine(local.date() + timedelta(days=1), time(hh, mm), tz)
+    return horizon(now, tz, settings)[1] + timedelta(days=1), opens
+
+
 def effective_weekday(day: date, mark: CalendarMark | None) -> Weekday:
     if mark is not None and mark.kind == "workday" and mark.as_weekday is not None:
         return mark.as_weekday

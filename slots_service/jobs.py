@@ -17,11 +17,10 @@ import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import metrics, people
-from .booking import emit_blocked, emit_event, give_back, refill_day
-from .catalog import Office
+from .booking import emit_blocked, emit_event, give_back
 from .db import connection, in_transaction, queries
 from .events import deliver_webhooks
-from .horizon import days_between, horizon, local_today, open_day
+from .horizon import days_between, horizon, local_today, next_to_open
 from .logs import log_fault
 from .runtime import Runtime
 
@@ -32,24 +31,24 @@ _BATCH = 200
 Job = Callable[[Runtime, datetime], Awaitable[dict[str, int]]]
 
 
+# The day about to enter the horizon is planned, and its seats counted in Redis, this long
+# before it opens, so the crowd waiting for it meets a ready gate.
+PREPARE_AHEAD = timedelta(minutes=30)
+
+
 async def open_horizon(rt: Runtime, now: datetime) -> dict[str, int]:
-    """Plan every office's days up to the horizon's end and fill their Redis counters."""
+    """Plan every office's horizon days, and the next one shortly before it opens."""
     days = windows = 0
     for office in await rt.catalog.offices():
         first, last = horizon(now, office.tz, rt.settings)
-        for day in days_between(first, last):
-            work = partial(_open_day, office=office, day=day, now=now)
-            created = await in_transaction(rt.pool, work)
-            rt.opened.add((office.id, day))
-            if created:
-                days += 1
-                windows += created
-                await refill_day(rt, office.id, day, replace=False)
+        todo = days_between(first, last)
+        upcoming, opens = next_to_open(now, office.tz, rt.settings)
+        if opens - now <= PREPARE_AHEAD:
+            todo.append(upcoming)
+        opened, created = await rt.ensure_opened(office, todo, now)
+        days += opened
+        windows += created
     return {"days_opened": days, "windows_created": windows}
-
-
-async def _open_day(conn: asyncpg.Connection, office: Office, day: date, now: datetime) -> int:
-    return await open_day(conn, office.id, office.tz, office.hours, office.window_minutes, day, now)
 
 
 async def sweep_no_shows(rt: Runtime, now: datetime) -> dict[str, int]:
@@ -92,7 +91,7 @@ async def reconcile(rt: Runtime, now: datetime) -> dict[str, int]:
         days = await conn.fetch(queries["open_days_from"], oldest)
     corrected = 0
     for row in days:
-        corrected += await refill_day(rt, row["office_id"], row["day"], replace=True)
+        corrected += await rt.fill_counters(row["office_id"], row["day"], replace=True)
     metrics.reconcile_corrected.inc(corrected)
     return {"days": len(days), "windows_corrected": corrected}
 

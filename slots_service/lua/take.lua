@@ -4,6 +4,7 @@
 --          ARGV[3]: attempts allowed per ARGV[4] seconds (0: no limit).
 -- Returns the seats remaining after the take (>= 0); -(remaining + 1) when too few remain
 -- (nothing taken); 'missing' when the window is not in Redis (data lost: ask Postgres);
+-- 'nowindow' when the day is counted but has no such window (Postgres will refuse it);
 -- 'rate:<seconds>' when the person made too many attempts (nothing taken).
 local limit = tonumber(ARGV[3])
 if limit > 0 then
@@ -19,6 +20,9 @@ if limit > 0 then
 end
 local rem = redis.call('HGET', KEYS[1], ARGV[1])
 if not rem then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return 'nowindow'
+  end
   return 'missing'
 end
 rem = tonumber(rem)

@@ -4,8 +4,9 @@ durable record agree after any mix of bookings, cancellations, reschedules and c
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import msgspec
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from slots_service import booking, errors
 from slots_service.config import Settings
 from slots_service.counters import day_key
-from slots_service.jobs import Scheduler, reconcile
+from slots_service.jobs import Scheduler, open_horizon, reconcile
 from slots_service.models import BookingIn, CancelIn, PersonIn, RescheduleIn
 from slots_service.runtime import Runtime
 from tests.conftest import OFFICE_ID, SERVICE_ID
@@ -72,7 +73,7 @@ async def durable_remaining(rt: Runtime) -> dict[str, int]:
     rows = await rt.pool.fetch(
         "SELECT to_char(start_time, 'HH24:MI') AS start, capacity - booked AS remaining,"
         " booked, (SELECT coalesce(sum(party_size), 0) FROM bookings b"
-        "          WHERE b.window_id = w.id AND b.status = 'booked') AS held"
+        "          WHERE b.window_id = w.id AND b.status IN ('booked', 'checked_in')) AS held"
         " FROM windows w WHERE office_id = $1 AND day = $2",
         OFFICE_ID,
         DAY,
@@ -162,12 +163,30 @@ async def test_counters_equal_the_durable_record(
     assert await counters(settings.redis_url) == await durable_remaining(rt)
 
 
-async def test_horizon_opens_a_new_day_at_local_midnight(prepared: Runtime) -> None:
-    from slots_service.jobs import open_horizon
-
-    before = datetime.fromisoformat("2026-11-23T23:59:00+08:00")
-    after = before + timedelta(minutes=1)
-    assert (await open_horizon(prepared, before))["days_opened"] == 0
-    result = await open_horizon(prepared, after)  # Tue: Dec 8 (a Tuesday) enters the horizon
-    assert result == {"days_opened": 1, "windows_created": 4}
-    assert (await open_horizon(prepared, after))["days_opened"] == 0
+async def test_the_next_day_is_ready_in_redis_before_it_opens(
+    prepared: Runtime, settings: Settings
+) -> None:
+    """Tue Dec 8 enters the horizon at 00:00 local; it is planned and counted half an hour
+    before, but not bookable until then."""
+    evening = datetime.fromisoformat("2026-11-23T22:00:00+08:00")
+    ahead = datetime.fromisoformat("2026-11-23T23:40:00+08:00")
+    assert (await open_horizon(prepared, evening))["days_opened"] == 0
+    assert await open_horizon(prepared, ahead) == {"days_opened": 1, "windows_created": 4}
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        counted = await client.hgetall(day_key(OFFICE_ID, date(2026, 12, 8)))
+    finally:
+        await client.aclose()
+    assert counted == {b"09:00": b"3", b"09:30": b"3", b"14:00": b"2", b"14:30": b"2"}
+    early = BookingIn(
+        office_id=OFFICE_ID,
+        service_id=SERVICE_ID,
+        date=date(2026, 12, 8),
+        start="09:00",
+        person=person(1),
+    )
+    with pytest.raises(errors.NotBookable):
+        await booking.book(prepared, early, ahead, None)
+    midnight = datetime.fromisoformat("2026-11-24T00:00:00+08:00")
+    assert (await open_horizon(prepared, midnight))["days_opened"] == 0
+    assert json.loads(await booking.book(prepared, early, midnight, None))["status"] == "booked"

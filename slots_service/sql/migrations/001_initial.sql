@@ -38,7 +38,8 @@ CREATE TABLE closures (
 );
 
 -- A window exists once its day was opened (planned from the office's hours then).
--- `booked` counts seats held by `booked` bookings. The CHECK is the last line of defence
+-- `booked` counts seats held by `booked` and `checked_in` bookings (a person who arrived
+-- keeps the seat). The CHECK is the last line of defence
 -- against overselling; `over_capacity` only lets an admin lower capacity below seats
 -- already sold (nobody is cancelled) and shrinks back as those seats are released.
 CREATE TABLE windows (
