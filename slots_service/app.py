@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import booking, errors, metrics, problems, routes
 from .auth import Keys
 from .config import Settings
+from .db import queries
 from .jobs import Scheduler
 from .models import Ready
 from .runtime import Runtime
@@ -42,7 +43,7 @@ async def readyz(state: State) -> Response[Ready]:
         postgres = "shutting_down"
     else:
         try:
-            await rt.pool.fetchval("SELECT 1", timeout=2)
+            await rt.pool.fetchval(queries["ping"], timeout=2)
         except Exception:
             postgres = "unreachable"
     redis = "ok" if await rt.counters.ping() else "degraded"

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import asyncpg
 
+from .db import queries
+
 
 class Clock(Protocol):
     async def now(self) -> datetime: ...
@@ -27,18 +29,14 @@ class TestClock:
         self._pool = pool
 
     async def now(self) -> datetime:
-        value = await self._pool.fetchval("SELECT now FROM test_clock")
+        value = await self._pool.fetchval(queries["clock_now"])
         if value is None:
             return datetime.now(UTC)
         assert isinstance(value, datetime)
         return value
 
     async def set(self, instant: datetime) -> None:
-        await self._pool.execute(
-            "INSERT INTO test_clock (one, now) VALUES (true, $1)"
-            " ON CONFLICT (one) DO UPDATE SET now = EXCLUDED.now",
-            instant,
-        )
+        await self._pool.execute(queries["clock_set"], instant)
 
     async def reset(self) -> None:
-        await self._pool.execute("DELETE FROM test_clock")
+        await self._pool.execute(queries["clock_reset"])

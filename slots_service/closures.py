@@ -7,12 +7,13 @@ Reopening clears the mark; the cancelled bookings stay cancelled.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 
 import asyncpg
 
 from . import errors
-from .booking import cancel_locked, give_back
+from .booking import cancel_locked, parse_start
 from .catalog import Office
 from .db import connection, in_transaction, queries
 from .horizon import calendar_mark, is_closed, open_day
@@ -39,34 +40,40 @@ async def _settle_day(
     await conn.execute(queries["set_day_closed"], office.id, day, closed)
     cancelled: list[asyncpg.Record] = []
     if closed:
-        for (booking_id,) in await conn.fetch(queries["booked_on_day"], office.id, day):
-            row = await conn.fetchrow(queries["booking_for_update"], booking_id)
-            assert row is not None
+        for row in await conn.fetch(queries["booked_on_day"], office.id, day):
             await cancel_locked(conn, rt, row, "office", reason, now)
             cancelled.append(row)
     return cancelled
 
 
-async def _after(rt: Runtime, office_id: str, day: date, cancelled: list[asyncpg.Record]) -> None:
-    await give_back(rt, cancelled)
-    await rt.fill_counters(office_id, day, replace=True)
+ChangeDay = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
-async def _settle_everywhere(rt: Runtime, day: date, reason: str, now: datetime) -> int:
-    """Apply a calendar change to every office that has opened the day."""
-    async with connection(rt.pool) as conn:
-        office_ids = [r["office_id"] for r in await conn.fetch(queries["opened_offices_on"], day)]
-    total = 0
-    for office_id in office_ids:
-        office = await rt.catalog.office(office_id)
+async def _change_day(
+    rt: Runtime,
+    day: date,
+    reason: str,
+    now: datetime,
+    change: ChangeDay,
+    offices: list[Office] | None = None,
+) -> int:
+    """Apply `change` and bring the day of `offices` (default: every office that opened it)
+    in line with it, all in one transaction; then Redis counts those days again.
+    Returns how many bookings the change cancelled."""
 
-        async def work(conn: asyncpg.Connection, office: Office = office) -> list[asyncpg.Record]:
-            return await _settle_day(conn, rt, office, day, reason, now)
+    async def work(conn: asyncpg.Connection) -> dict[str, int]:
+        await change(conn)
+        if offices is None:
+            rows = await conn.fetch(queries["opened_offices_on"], day)
+            found = [await rt.catalog.office(r["office_id"]) for r in rows]
+        else:
+            found = offices
+        return {o.id: len(await _settle_day(conn, rt, o, day, reason, now)) for o in found}
 
-        cancelled = await in_transaction(rt.pool, work)
-        await _after(rt, office.id, day, cancelled)
-        total += len(cancelled)
-    return total
+    cancelled = await in_transaction(rt.pool, work)
+    for office_id in cancelled:  # the closed windows' counters drop, freed seats come back
+        await rt.fill_counters(office_id, day, replace=True)
+    return sum(cancelled.values())
 
 
 async def put_calendar(rt: Runtime, day: date, body: CalendarIn, now: datetime) -> CalendarOut:
@@ -74,18 +81,20 @@ async def put_calendar(rt: Runtime, day: date, body: CalendarIn, now: datetime) 
         kind, as_weekday = "holiday", None
     else:
         kind, as_weekday = "workday", body.as_
-    async with connection(rt.pool) as conn:
+
+    async def change(conn: asyncpg.Connection) -> None:
         await conn.execute(queries["calendar_put"], day, kind, as_weekday, body.name)
-    await _settle_everywhere(rt, day, body.name or kind, now)
+
+    await _change_day(rt, day, body.name or kind, now, change)
     return CalendarOut(date=day, kind=kind, name=body.name, as_=as_weekday)
 
 
 async def delete_calendar(rt: Runtime, day: date, now: datetime) -> None:
-    async with connection(rt.pool) as conn:
-        found = await conn.fetchval(queries["calendar_delete"], day)
-    if found is None:
-        raise errors.NotFound(f"{day} has no calendar mark")
-    await _settle_everywhere(rt, day, "calendar", now)
+    async def change(conn: asyncpg.Connection) -> None:
+        if await conn.fetchval(queries["calendar_delete"], day) is None:
+            raise errors.NotFound(f"{day} has no calendar mark")
+
+    await _change_day(rt, day, "make-up workday withdrawn", now, change)
 
 
 async def list_calendar(rt: Runtime) -> list[CalendarOut]:
@@ -100,31 +109,24 @@ async def list_calendar(rt: Runtime) -> list[CalendarOut]:
 async def put_closure(rt: Runtime, office: Office, day: date, reason: str, now: datetime) -> int:
     """Close one office for a day; returns how many bookings were cancelled."""
 
-    async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    async def change(conn: asyncpg.Connection) -> None:
         await conn.execute(queries["closure_put"], office.id, day, reason, now)
-        return await _settle_day(conn, rt, office, day, reason, now)
 
-    cancelled = await in_transaction(rt.pool, work)
-    await _after(rt, office.id, day, cancelled)
-    return len(cancelled)
+    return await _change_day(rt, day, reason, now, change, [office])
 
 
 async def delete_closure(rt: Runtime, office: Office, day: date, now: datetime) -> None:
-    async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    async def change(conn: asyncpg.Connection) -> None:
         if await conn.fetchval(queries["closure_delete"], office.id, day) is None:
             raise errors.NotFound(f"{office.id} is not closed on {day}")
-        return await _settle_day(conn, rt, office, day, "reopened", now)
 
-    cancelled = await in_transaction(rt.pool, work)
-    await _after(rt, office.id, day, cancelled)
+    await _change_day(rt, day, "reopened", now, change, [office])
 
 
 async def set_capacity(
     rt: Runtime, office: Office, day: date, start: str, capacity: int, now: datetime
 ) -> WindowOut:
     """Change one window's seats; below the seats sold it only stops new bookings."""
-    from .booking import parse_start
-
     await rt.ensure_horizon(office, now)
     async with connection(rt.pool) as conn:
         row = await conn.fetchrow(

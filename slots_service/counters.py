@@ -77,10 +77,6 @@ class Counters:
         self._slow = 0
         metrics.redis_up.set(1 if url else 0)
 
-    @property
-    def configured(self) -> bool:
-        return self._client is not None
-
     def _usable(self) -> bool:
         return self._client is not None and time.monotonic() >= self._down_until
 
@@ -157,15 +153,6 @@ class Counters:
             return 0
         self._ok()
         return int(changed)
-
-    async def forget_day(self, office_id: str, day: date) -> None:
-        if not self._usable():
-            return
-        assert self._client is not None
-        try:
-            await self._client.delete(day_key(office_id, day))
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
 
     async def over_limit(self, key: str, limit: int, window_s: int) -> int:
         """0 if allowed, else seconds to wait. Allowed when Redis is down (fail open)."""

@@ -142,26 +142,20 @@ async def migrate(url: str) -> list[str]:
     conn = await asyncpg.connect(url)
     applied: list[str] = []
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        await conn.execute(queries["lock"], MIGRATION_LOCK)
+        await conn.execute(queries["migrations_table"])
+        done = {r["version"] for r in await conn.fetch(queries["migrations_done"])}
         for version, name, sql in migrations():
             if version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-                )
+                await conn.execute(queries["migration_applied"], version, name)
             applied.append(name)
             log.info("applied migration %s", name)
     finally:
         try:
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+            await conn.execute(queries["unlock"], MIGRATION_LOCK)
         finally:
             await conn.close()
     return applied

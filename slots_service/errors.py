@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, ClassVar
 
 
@@ -145,7 +144,3 @@ class Unavailable(DomainError):
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail)
         self.headers["Retry-After"] = "2"
-
-
-def iso(instant: datetime | None) -> str | None:
-    return None if instant is None else instant.isoformat()

@@ -58,20 +58,17 @@ async def sweep_no_shows(rt: Runtime, now: datetime) -> dict[str, int]:
     while True:
 
         async def work(conn: asyncpg.Connection) -> tuple[int, int, list[asyncpg.Record]]:
-            ids = [r["id"] for r in await conn.fetch(queries["due_no_shows"], cutoff, _BATCH)]
-            rows, newly_blocked = [], 0
-            for booking_id in ids:
-                row = await conn.fetchrow(queries["booking_for_update"], booking_id)
-                assert row is not None
-                await conn.execute(queries["set_no_show"], booking_id, now)
+            rows = await conn.fetch(queries["due_no_shows"], cutoff, _BATCH)
+            newly_blocked = 0
+            for row in rows:
+                await conn.execute(queries["set_no_show"], row["id"], now)
                 await conn.execute(queries["release_seats"], row["window_id"], row["party_size"])
-                out = await emit_event(conn, rt, "booking.no_show", booking_id, now)
+                out = await emit_event(conn, rt, "booking.no_show", row["id"], now)
                 until = await people.block_after_no_shows(conn, row["person_id"], now, rt.settings)
                 if until is not None:
                     await emit_blocked(conn, rt, out, until, now)
                     newly_blocked += 1
-                rows.append(row)
-            return len(ids), newly_blocked, rows
+            return len(rows), newly_blocked, rows
 
         count, newly, rows = await in_transaction(rt.pool, work)
         await give_back(rt, rows)
@@ -190,10 +187,6 @@ class Scheduler:
         if self._task is not None:
             await self._task
 
-    async def wait(self) -> None:
-        if self._task is not None:
-            await self._task
-
     def _schedule(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
         for name, seconds in (
@@ -217,7 +210,7 @@ class Scheduler:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._rt.settings.database_url)
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                if await conn.fetchval(queries["try_lock"], LEADER_LOCK):
                     await self._lead(conn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("scheduler: lost the database (%s)", type(exc).__name__)
@@ -241,7 +234,7 @@ class Scheduler:
             webhook = asyncio.get_running_loop().create_task(deliver_webhooks(self._rt, self._stop))
         try:
             while not self._stop.is_set():
-                await conn.fetchval("SELECT 1")  # still holding the lock?
+                await conn.fetchval(queries["ping"])  # still holding the lock?
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._poll_s)
         finally:

@@ -7,7 +7,6 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta, Struct, field
 from msgspec.structs import force_setattr
 
@@ -350,6 +349,3 @@ class JobResult(Response):
 class Ready(Response):
     postgres: str
     redis: str
-
-
-encode = msgspec.json.Encoder().encode

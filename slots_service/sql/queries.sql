@@ -81,12 +81,10 @@ ON CONFLICT (office_id, day) DO UPDATE SET reason = EXCLUDED.reason
 -- name: closure_delete
 DELETE FROM closures WHERE office_id = $1 AND day = $2 RETURNING day
 
--- name: is_holiday
-SELECT EXISTS (SELECT FROM calendar_days WHERE day = $1 AND kind = 'holiday')
-
 -- name: booked_on_day
--- Bookings still holding seats on an office-day, locked for cancellation.
-SELECT b.id FROM bookings b JOIN windows w ON w.id = b.window_id
+-- Bookings still `booked` on an office-day, locked for cancellation.
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+FROM bookings b JOIN windows w ON w.id = b.window_id
 WHERE w.office_id = $1 AND w.day = $2 AND b.status = 'booked'
 ORDER BY b.id FOR UPDATE OF b
 
@@ -184,7 +182,6 @@ WITH w AS (
 )
 SELECT (SELECT v FROM verdict) AS verdict,
        (SELECT id FROM made) AS booking_id,
-       (SELECT capacity - booked FROM w) AS remaining,
        (SELECT blocked_until FROM person) AS blocked_until,
        (SELECT booking_id FROM active) AS active_booking_id
 
@@ -277,7 +274,8 @@ WHERE b.person_id = $1 AND b.status = 'booked' ORDER BY w.starts_at
 -- ---------------------------------------------------------------- jobs
 
 -- name: due_no_shows
-SELECT b.id FROM bookings b JOIN windows w ON w.id = b.window_id
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+FROM bookings b JOIN windows w ON w.id = b.window_id
 WHERE b.status = 'booked' AND w.ends_at < $1
 ORDER BY w.ends_at, b.id LIMIT $2 FOR UPDATE OF b SKIP LOCKED
 
@@ -354,3 +352,40 @@ UPDATE idempotency_keys SET status = $3, response = $4 WHERE api_key_hash = $1 A
 
 -- name: idem_release
 DELETE FROM idempotency_keys WHERE api_key_hash = $1 AND key = $2 AND status IS NULL
+
+-- ---------------------------------------------------------------- test clock
+
+-- name: clock_now
+SELECT now FROM test_clock
+
+-- name: clock_set
+INSERT INTO test_clock (one, now) VALUES (true, $1)
+ON CONFLICT (one) DO UPDATE SET now = EXCLUDED.now
+
+-- name: clock_reset
+DELETE FROM test_clock
+
+-- ---------------------------------------------------------------- locks, health, migrations
+
+-- name: ping
+SELECT 1
+
+-- name: try_lock
+SELECT pg_try_advisory_lock($1)
+
+-- name: lock
+SELECT pg_advisory_lock($1)
+
+-- name: unlock
+SELECT pg_advisory_unlock($1)
+
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY, name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())
+
+-- name: migrations_done
+SELECT version FROM schema_migrations
+
+-- name: migration_applied
+INSERT INTO schema_migrations (version, name) VALUES ($1, $2)
