@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from . import errors, metrics, people
+from . import errors, idempotency, metrics, people
 from .catalog import Office, Service
 from .counters import Gate
 from .db import connection, in_transaction, queries
@@ -35,6 +35,7 @@ from .models import (
     Standing,
     minutes,
 )
+from .problems import problem_body
 from .render import booking as render_booking
 from .render import event_payload, instant
 from .runtime import Runtime
@@ -122,8 +123,24 @@ def check_bookable(
     return starts_at
 
 
-async def book(rt: Runtime, req: BookingIn, now: datetime, held: Claim | None) -> bytes:
-    """Make a booking; returns the 201 body (also stored for the Idempotency-Key)."""
+async def book(
+    rt: Runtime, req: BookingIn, now: datetime, keyed: idempotency.Keyed | None = None
+) -> tuple[int, bytes]:
+    """Make a booking: (201, the booking), or with an Idempotency-Key seen before, the first
+    answer again. Refusals raise their domain error (and are kept for the key)."""
+    try:
+        return await _book(rt, req, now, keyed)
+    except errors.DomainError as exc:
+        metrics.bookings.labels(exc.code).inc()
+        raise
+    except BaseException:
+        metrics.bookings.labels("error").inc()
+        raise
+
+
+async def _book(
+    rt: Runtime, req: BookingIn, now: datetime, keyed: idempotency.Keyed | None
+) -> tuple[int, bytes]:
     office = await rt.catalog.office(req.office_id)
     service = await rt.catalog.service(req.service_id)
     if service.requires_reference and not req.reference:
@@ -135,17 +152,42 @@ async def book(rt: Runtime, req: BookingIn, now: datetime, held: Claim | None) -
     id_hmac = people.identity_hmac(key, req.person.id_type, req.person.id_number)
     attempts = (id_hmac[:12].hex(), rt.settings.rate_limit_per_person_per_minute, 60)
     gate = await rt.counters.take(office.id, req.date, req.start, req.party_size, attempts)
-    if gate is Gate.FULL:
-        raise errors.SlotFull()
+    if gate is Gate.FULL:  # the crowd's answer: Postgres is asked nothing but the key, if any
+        refusal = errors.SlotFull()
+        if keyed is not None:
+            replay = await idempotency.refuse(
+                rt.pool, keyed, refusal.status, problem_body(refusal), now
+            )
+            if replay is not None:
+                return replay.status, replay.body
+        raise refusal
+    held: Claim | None = None
     try:
-        return await _record(rt, req, office, service, start, starts_at, id_hmac, now, held)
-    except errors.SlotFull:
-        # Postgres, the arbiter, says full: Redis counted seats that are not there. Keeping
+        if keyed is not None:
+            found = await idempotency.claim(rt.pool, keyed, now)
+            if isinstance(found, idempotency.Replay):
+                if gate is Gate.TAKEN:
+                    await rt.counters.give(office.id, req.date, req.start, req.party_size)
+                return found.status, found.body
+            held = found
+        body = await _record(rt, req, office, service, start, starts_at, id_hmac, now, held)
+        return 201, body
+    except errors.DomainError as exc:
+        # Postgres, the arbiter, said full: Redis counted seats that are not there. Keeping
         # what we took brings the counter down to the truth instead of handing it out again.
+        if gate is Gate.TAKEN and not isinstance(exc, errors.SlotFull):
+            await rt.counters.give(office.id, req.date, req.start, req.party_size)
+        if held is not None:
+            if exc.replayable:
+                await idempotency.finish(rt.pool, held, exc.status, problem_body(exc))
+            else:
+                await idempotency.release(rt.pool, held)
         raise
     except BaseException:
         if gate is Gate.TAKEN:
             await rt.counters.give(office.id, req.date, req.start, req.party_size)
+        if held is not None:
+            await idempotency.release(rt.pool, held)
         raise
     finally:
         if gate is Gate.MISSING:

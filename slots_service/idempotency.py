@@ -43,14 +43,20 @@ def request_hash(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-async def claim(
-    pool: asyncpg.Pool,
-    api_key_hash: bytes,
-    key: str,
-    body_hash: bytes,
-    now: datetime,
-    keep: timedelta,
-) -> Claim | Replay:
+@dataclass(frozen=True)
+class Keyed:
+    """A request that carries an Idempotency-Key."""
+
+    api_key_hash: bytes
+    key: str
+    body_hash: bytes
+    keep: timedelta
+
+
+async def claim(pool: asyncpg.Pool, keyed: Keyed, now: datetime) -> Claim | Replay:
+    """Own the key for this request, or learn what to answer instead (a replay, or
+    `idempotency_key_reused` / `idempotency_in_progress` raised)."""
+    api_key_hash, key, body_hash = keyed.api_key_hash, keyed.key, keyed.body_hash
     async with connection(pool) as conn:
         if await conn.fetchval(queries["idem_claim"], api_key_hash, key, body_hash, now):
             return Claim(api_key_hash, key)
@@ -59,7 +65,7 @@ async def claim(
             if await conn.fetchval(queries["idem_claim"], api_key_hash, key, body_hash, now):
                 return Claim(api_key_hash, key)
             raise errors.IdempotencyInProgress()
-        expired = row["created_at"] < now - keep
+        expired = row["created_at"] < now - keyed.keep
         stale = row["status"] is None and row["created_at"] < now - _STALE_CLAIM
         if expired or (stale and row["request_hash"] == body_hash):
             taken = await conn.fetchval(
@@ -73,6 +79,30 @@ async def claim(
         if row["status"] is None:
             raise errors.IdempotencyInProgress()
         return Replay(row["status"], bytes(row["response"]))
+
+
+async def refuse(
+    pool: asyncpg.Pool, keyed: Keyed, status: int, body: bytes, now: datetime
+) -> Replay | None:
+    """Keep a refusal decided before any claim (the gate said full) with one write; None when
+    it was kept, else what a known key answers instead."""
+    async with connection(pool) as conn:
+        kept = await conn.fetchval(
+            queries["idem_refuse"],
+            keyed.api_key_hash,
+            keyed.key,
+            keyed.body_hash,
+            now,
+            status,
+            body,
+        )
+    if kept:
+        return None
+    found = await claim(pool, keyed, now)
+    if isinstance(found, Replay):
+        return found
+    await finish(pool, found, status, body)  # an expired key taken over
+    return None
 
 
 async def finish(pool: asyncpg.Pool, held: Claim, status: int, body: bytes) -> None:

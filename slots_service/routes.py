@@ -21,7 +21,7 @@ from litestar.params import (
 )
 from litestar.response import Response as LitestarResponse
 
-from . import booking, closures, errors, events, idempotency, jobs, metrics
+from . import booking, closures, errors, events, idempotency, jobs
 from .auth import Caller, requires
 from .clock import TestClock
 from .db import connection, queries
@@ -56,7 +56,7 @@ from .models import (
     UnblockIn,
     WindowOut,
 )
-from .problems import PROBLEM, problem_body
+from .problems import PROBLEM
 from .render import hhmm, instant
 from .runtime import Runtime
 
@@ -350,36 +350,16 @@ async def create_booking(
         )
         if wait:
             raise errors.RateLimited(wait)
-    held: idempotency.Claim | None = None
+    keyed = None
     if idempotency_key is not None:
-        key = idempotency.validate_key(idempotency_key)
-        found = await idempotency.claim(
-            rt.pool,
+        keyed = idempotency.Keyed(
             caller.key_hash,
-            key,
+            idempotency.validate_key(idempotency_key),
             idempotency.request_hash(_encode(data)),
-            now,
             rt.settings.idempotency_period,
         )
-        if isinstance(found, idempotency.Replay):
-            return _json(found.body, found.status)
-        held = found
-    try:
-        body = await booking.book(rt, data, now, held)
-    except errors.DomainError as exc:
-        metrics.bookings.labels(exc.code).inc()
-        if held is not None:
-            if exc.replayable:
-                await idempotency.finish(rt.pool, held, exc.status, problem_body(exc))
-            else:
-                await idempotency.release(rt.pool, held)
-        raise
-    except BaseException:
-        metrics.bookings.labels("error").inc()
-        if held is not None:
-            await idempotency.release(rt.pool, held)
-        raise
-    return _json(body, 201)
+    status, body = await booking.book(rt, data, now, keyed)
+    return _json(body, status)
 
 
 @get("/v1/bookings/{booking_id:str}", guards=READ, tags=["bookings"])

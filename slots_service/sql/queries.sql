@@ -338,6 +338,10 @@ ON CONFLICT (one) DO UPDATE SET xid = EXCLUDED.xid, id = EXCLUDED.id
 INSERT INTO idempotency_keys (api_key_hash, key, request_hash, created_at)
 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true
 
+-- name: idem_refuse
+INSERT INTO idempotency_keys (api_key_hash, key, request_hash, created_at, status, response)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true
+
 -- name: idem_get
 SELECT request_hash, status, response, created_at FROM idempotency_keys
 WHERE api_key_hash = $1 AND key = $2

@@ -147,7 +147,7 @@ async def test_counters_equal_the_durable_record(
                     party_size=op[3],
                     person=person(k),
                 )
-                created = await booking.book(rt, body, NOW, None)
+                _, created = await booking.book(rt, body, NOW, None)
                 ids[k] = msgspec.json.decode(created)["id"]
             elif k in ids and kind == "cancel":
                 await booking.cancel(rt, ids[k], CancelIn(by=op[2], reason="t"), NOW)
@@ -189,4 +189,5 @@ async def test_the_next_day_is_ready_in_redis_before_it_opens(
         await booking.book(prepared, early, ahead, None)
     midnight = datetime.fromisoformat("2026-11-24T00:00:00+08:00")
     assert (await open_horizon(prepared, midnight))["days_opened"] == 0
-    assert json.loads(await booking.book(prepared, early, midnight, None))["status"] == "booked"
+    status, made = await booking.book(prepared, early, midnight, None)
+    assert (status, json.loads(made)["status"]) == (201, "booked")

@@ -79,7 +79,7 @@ async def test_events_are_delivered_signed_and_retried(settings: Settings) -> No
                 id_type="passport", id_number="W12345678", name="W", phone="+8613811112222"
             ),
         )
-        created = json.loads(await booking.book(rt, body, NOW, None))
+        created = json.loads((await booking.book(rt, body, NOW, None))[1])
         await booking.cancel(rt, created["id"], CancelIn(by="person", reason="x"), NOW)
         for _ in range(200):  # the sender polls; the first attempt fails and is retried
             if len(receiver.received) >= 2:
