@@ -10,9 +10,11 @@ from typing import Annotated, Literal
 from msgspec import Meta, Struct, field
 from msgspec.structs import force_setattr
 
-OfficeId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-ServiceId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-HHMM = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["09:00"])]
+ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+OfficeId = Annotated[str, Meta(pattern=ID_PATTERN)]
+ServiceId = Annotated[str, Meta(pattern=ID_PATTERN)]
+HHMM = Annotated[str, Meta(pattern=HHMM_PATTERN, examples=["09:00"])]
 Phone = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{6,14}$", examples=["+8613926150414"])]
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
 Text = Annotated[str, Meta(max_length=500)]

@@ -26,6 +26,8 @@ from .auth import Caller, requires
 from .clock import TestClock
 from .db import connection, queries
 from .models import (
+    HHMM_PATTERN,
+    ID_PATTERN,
     BookingIn,
     BookingList,
     BookingOut,
@@ -60,9 +62,9 @@ from .problems import PROBLEM
 from .render import hhmm, instant
 from .runtime import Runtime
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ID = re.compile(ID_PATTERN)
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_START = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_START = re.compile(HHMM_PATTERN)
 _encode = msgspec.json.Encoder().encode
 
 ADMIN = [requires("admin")]
