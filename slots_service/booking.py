@@ -172,26 +172,27 @@ async def _book(
             held = found
         body = await _record(rt, req, office, service, start, starts_at, id_hmac, now, held)
         return 201, body
-    except errors.DomainError as exc:
-        # Postgres, the arbiter, said full: Redis counted seats that are not there. Keeping
-        # what we took brings the counter down to the truth instead of handing it out again.
-        if gate is Gate.TAKEN and not isinstance(exc, errors.SlotFull):
-            await rt.counters.give(office.id, req.date, req.start, req.party_size)
+    except BaseException as exc:
+        await _compensate(rt, gate, exc, office.id, req.date, req.start, req.party_size)
         if held is not None:
-            if exc.replayable:
+            if isinstance(exc, errors.DomainError) and exc.replayable:
                 await idempotency.finish(rt.pool, held, exc.status, problem_body(exc))
             else:
                 await idempotency.release(rt.pool, held)
         raise
-    except BaseException:
-        if gate is Gate.TAKEN:
-            await rt.counters.give(office.id, req.date, req.start, req.party_size)
-        if held is not None:
-            await idempotency.release(rt.pool, held)
-        raise
     finally:
         if gate is Gate.MISSING:
             refill_soon(rt, office.id, req.date)
+
+
+async def _compensate(
+    rt: Runtime, gate: Gate, exc: BaseException, office_id: str, day: date, start: str, seats: int
+) -> None:
+    """Seats the gate took for a request that booked nothing go back to Redis, unless
+    Postgres, the arbiter, said the window is full: then Redis counted seats that are not
+    there, and keeping the take brings its counter down to the truth."""
+    if gate is Gate.TAKEN and not isinstance(exc, errors.SlotFull):
+        await rt.counters.give(office_id, day, start, seats)
 
 
 async def _record(
@@ -501,13 +502,13 @@ async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: date
 
     try:
         out, old = await in_transaction(rt.pool, work)
-    except BaseException:
-        if gate is Gate.TAKEN:
-            await rt.counters.give(office.id, body.date, body.start, party)
+    except BaseException as exc:
+        await _compensate(rt, gate, exc, office.id, body.date, body.start, party)
         raise
+    finally:
+        if gate is Gate.MISSING:
+            refill_soon(rt, office.id, body.date)
     await give_back(rt, [old])
-    if gate is Gate.MISSING:
-        refill_soon(rt, office.id, body.date)
     return out
 
 
