@@ -56,7 +56,7 @@ async def _feed(rt: Runtime, after: str | None, limit: int) -> list[tuple[str, E
             booking=payload.get("booking"),
             person=payload.get("person"),
         )
-        found.append((f"{row['xid']}.{row['id']}", event))
+        found.append((f"{row['cursor_xid']}.{row['id']}", event))
     return found
 
 
@@ -89,7 +89,7 @@ async def deliver_webhooks(rt: Runtime, stop: asyncio.Event) -> None:
             try:
                 async with connection(rt.pool) as conn:
                     row = await conn.fetchrow(queries["webhook_cursor_get"])
-                cursor = f"{row['xid']}.{row['id']}" if row else None
+                cursor = f"{row['cursor_xid']}.{row['id']}" if row else None
                 batch = await _feed(rt, cursor, 100)
                 for event_cursor, event in batch:
                     body = _encode(event)

@@ -319,14 +319,15 @@ DELETE FROM people p WHERE NOT EXISTS (SELECT FROM bookings b WHERE b.person_id 
 
 -- name: events_after
 -- Only events whose transaction is older than every transaction still running are shown:
--- later commits can then only add events after the cursor, never before it.
-SELECT id, xid::text AS xid, type, occurred_at, payload FROM events
+-- later commits can then only add events after the cursor, never before it. The text form
+-- gets its own name: ORDER BY `xid` must compare the xid8 column as a number, not as text.
+SELECT id, xid::text AS cursor_xid, type, occurred_at, payload FROM events
 WHERE (xid, id) > ($1::xid8, $2::bigint)
     AND xid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY xid, id LIMIT $3
 
 -- name: webhook_cursor_get
-SELECT xid::text AS xid, id FROM webhook_cursor
+SELECT xid::text AS cursor_xid, id FROM webhook_cursor
 
 -- name: webhook_cursor_set
 INSERT INTO webhook_cursor (one, xid, id) VALUES (true, $1::xid8, $2)
