@@ -138,12 +138,13 @@ class Counters:
             self._failed(exc)
 
     async def fill(
-        self, office_id: str, day: date, remaining: dict[str, int], expire_at: int, replace: bool
+        self, office_id: str, day: date, remaining: dict[str, int], ttl_s: int, replace: bool
     ) -> int:
-        """Write seats remaining per window start; returns windows changed (0 if Redis down)."""
+        """Write seats remaining per window start, the day's key to live `ttl_s` seconds from
+        Redis's own now; returns windows changed (0 if Redis down)."""
         if not remaining or not self._usable():
             return 0
-        args: list[str | int] = [expire_at, "replace" if replace else "missing"]
+        args: list[str | int] = [ttl_s, "replace" if replace else "missing"]
         for start, seats in remaining.items():
             args += [start, max(0, seats)]
         try:

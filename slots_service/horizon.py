@@ -146,6 +146,18 @@ def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def expire_at(day: date) -> int:
-    """When a day's Redis counters may go: two days after it."""
-    return int(datetime.combine(day + timedelta(days=2), time(0), tzinfo=UTC).timestamp())
+# A day's counters are kept this long after the day itself, however late a reconcile runs.
+_COUNTERS_KEPT_AFTER_DAY = timedelta(days=2)
+_COUNTERS_MIN_TTL = timedelta(hours=1)
+
+
+def counters_ttl(day: date, now: datetime) -> int:
+    """Seconds a day's Redis counters may live, counted from now.
+
+    Redis expires keys by its own (real) clock, the rules run on the service clock, which a
+    test clock may put a year away from it. So the service clock only says how much longer
+    the day matters (until two days after it), and Redis is given that as a duration from
+    its own now: never an instant of one clock enforced by the other. A day already past
+    still gets an hour, so a counter is never written dead."""
+    until = datetime.combine(day, time(0), tzinfo=UTC) + _COUNTERS_KEPT_AFTER_DAY
+    return int(max(until - now, _COUNTERS_MIN_TTL).total_seconds())

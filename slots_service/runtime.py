@@ -14,7 +14,7 @@ from .clock import Clock, RealClock, TestClock
 from .config import Settings
 from .counters import Counters
 from .db import connection, create_pool, queries
-from .horizon import days_between, expire_at, horizon, open_day
+from .horizon import counters_ttl, days_between, horizon, open_day
 
 
 @dataclass
@@ -74,7 +74,8 @@ class Runtime:
         async with connection(self.pool) as conn:
             rows = await conn.fetch(queries["day_remaining"], office_id, day)
         remaining = {r["start"]: r["remaining"] for r in rows}
-        return await self.counters.fill(office_id, day, remaining, expire_at(day), replace)
+        ttl = counters_ttl(day, await self.clock.now())
+        return await self.counters.fill(office_id, day, remaining, ttl, replace)
 
     async def ensure_horizon(self, office: Office, now: datetime) -> tuple[date, date]:
         first, last = horizon(now, office.tz, self.settings)

@@ -1,5 +1,6 @@
 -- Write the seats remaining of a day's windows, as Postgres knows them.
--- KEYS[1]: slots:{office:date}. ARGV[1]: unix time the key expires at.
+-- KEYS[1]: slots:{office:date}. ARGV[1]: seconds the key lives from Redis's own now (a
+-- duration, so Redis's clock enforces it; see horizon.counters_ttl).
 -- ARGV[2]: 'replace' (overwrite every window, reconcile) or 'missing' (only absent ones).
 -- ARGV[3..]: window start, seats remaining, pairs.
 -- Returns how many windows were absent or held another value.
@@ -14,5 +15,5 @@ for i = 3, #ARGV, 2 do
     changed = changed + 1
   end
 end
-redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[1]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return changed
