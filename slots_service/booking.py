@@ -152,11 +152,12 @@ async def _book(
     id_hmac = people.identity_hmac(key, req.person.id_type, req.person.id_number)
     attempts = (id_hmac[:12].hex(), rt.settings.rate_limit_per_person_per_minute, 60)
     gate = await rt.counters.take(office.id, req.date, req.start, req.party_size, attempts)
+    lease_s = rt.settings.idempotency_lease_s
     if gate is Gate.FULL:  # the crowd's answer: Postgres is asked nothing but the key, if any
         refusal = errors.SlotFull()
         if keyed is not None:
             replay = await idempotency.refuse(
-                rt.pool, keyed, refusal.status, problem_body(refusal), now
+                rt.pool, keyed, refusal.status, problem_body(refusal), now, lease_s
             )
             if replay is not None:
                 return replay.status, replay.body
@@ -164,7 +165,7 @@ async def _book(
     held: Claim | None = None
     try:
         if keyed is not None:
-            found = await idempotency.claim(rt.pool, keyed, now)
+            found = await idempotency.claim(rt.pool, keyed, now, lease_s)
             if isinstance(found, idempotency.Replay):
                 if gate is Gate.TAKEN:
                     await rt.counters.give(office.id, req.date, req.start, req.party_size)
@@ -265,6 +266,7 @@ async def _record(
                     held.api_key_hash if held else None,
                     held.key if held else None,
                     body,
+                    held.token if held else None,
                 )
             except asyncpg.exceptions.UniqueViolationError as exc:
                 if exc.constraint_name == "bookings_one_active_per_service":
@@ -289,6 +291,8 @@ async def _record(
 
 def _refusal(row: asyncpg.Record, office: Office) -> errors.DomainError:
     verdict = row["verdict"]
+    if verdict == "claim_lost":  # a retry took the key over when this request's lease lapsed
+        return errors.IdempotencyInProgress()
     if verdict == "closed":
         return errors.NotBookable("the office is closed that day")
     if verdict == "blocked":

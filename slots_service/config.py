@@ -96,6 +96,8 @@ class Settings:
     reminder_time: str = "18:00"
     retention_days: int = 180
     idempotency_hours: int = 24
+    # A claimed Idempotency-Key with no answer after this (its request died) may be taken over.
+    idempotency_lease_s: int = 10
     check_in_early_minutes: int = 60
     rate_limit_per_key_per_minute: int = 0
     rate_limit_per_person_per_minute: int = 60
@@ -119,6 +121,7 @@ _INT_POLICIES = {
     "cancel_block_hours": "SLOTS_CANCEL_BLOCK_HOURS",
     "retention_days": "SLOTS_RETENTION_DAYS",
     "idempotency_hours": "SLOTS_IDEMPOTENCY_HOURS",
+    "idempotency_lease_s": "SLOTS_IDEMPOTENCY_LEASE_SECONDS",
     "check_in_early_minutes": "SLOTS_CHECK_IN_EARLY_MINUTES",
     "rate_limit_per_key_per_minute": "SLOTS_RATE_LIMIT_PER_KEY",
     "rate_limit_per_person_per_minute": "SLOTS_RATE_LIMIT_PER_PERSON",

@@ -110,6 +110,12 @@ class IdempotencyInProgress(DomainError):
     status, code, title = 409, "idempotency_in_progress", "Idempotent request in progress"
     replayable = False
 
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__()
+        # The seconds left on the running request's lease: then it has answered, or its claim
+        # may be taken over.
+        self.headers["Retry-After"] = str(max(1, retry_after))
+
 
 class IdempotencyKeyReused(DomainError):
     """This Idempotency-Key was used with a different request."""

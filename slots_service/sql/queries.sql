@@ -143,8 +143,16 @@ WITH w AS (
 ), today AS (
     SELECT count(*)::int AS n
     FROM bookings b WHERE b.person_id = (SELECT id FROM person) AND b.made_on = $16
+), claim AS (
+    -- The Idempotency-Key is still this request's ($25 its claim token), locked to the commit:
+    -- a retry that took over a lapsed lease first makes this request book nothing, and a
+    -- retry after this commit finds the answer stored.
+    SELECT FROM idempotency_keys
+    WHERE api_key_hash = $22 AND key = $23 AND claim_token = $25
+    FOR UPDATE
 ), verdict AS (
     SELECT CASE
+        WHEN $25::bytea IS NOT NULL AND NOT EXISTS (SELECT FROM claim) THEN 'claim_lost'
         WHEN NOT EXISTS (SELECT FROM w) THEN 'no_window'
         WHEN (SELECT closed FROM w) THEN 'closed'
         WHEN (SELECT blocked_until FROM person) > $19 THEN 'blocked'
@@ -178,7 +186,7 @@ WITH w AS (
     SELECT 'booking.created', $19, id, $2, $21 FROM made
 ), idem AS (
     UPDATE idempotency_keys SET status = 201, response = $24
-    WHERE api_key_hash = $22 AND key = $23 AND EXISTS (SELECT FROM made)
+    WHERE api_key_hash = $22 AND key = $23 AND claim_token = $25 AND EXISTS (SELECT FROM made)
 )
 SELECT (SELECT v FROM verdict) AS verdict,
        (SELECT id FROM made) AS booking_id,
@@ -336,27 +344,40 @@ ON CONFLICT (one) DO UPDATE SET xid = EXCLUDED.xid, id = EXCLUDED.id
 -- ---------------------------------------------------------------- idempotency
 
 -- name: idem_claim
-INSERT INTO idempotency_keys (api_key_hash, key, request_hash, created_at)
-VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true
+-- Own the key for a request ($6 its token): a new row, or a take-over of a key kept past its
+-- period ($7: the service clock's now minus the period, as the purge counts) or of a claim
+-- whose lease lapsed with no answer, for the same body. The lease runs on Postgres's own clock;
+-- the row lock lets one retry win a take-over, and a claim whose lease runs is never taken.
+INSERT INTO idempotency_keys AS k
+    (api_key_hash, key, request_hash, created_at, lease_until, claim_token)
+VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5), $6)
+ON CONFLICT (api_key_hash, key) DO UPDATE
+SET request_hash = EXCLUDED.request_hash, created_at = EXCLUDED.created_at, status = NULL,
+    response = NULL, lease_until = EXCLUDED.lease_until, claim_token = EXCLUDED.claim_token
+WHERE k.created_at < $7
+    OR (k.status IS NULL AND k.request_hash = EXCLUDED.request_hash
+        AND coalesce(k.lease_until < clock_timestamp(), true))
+RETURNING true
 
 -- name: idem_refuse
 INSERT INTO idempotency_keys (api_key_hash, key, request_hash, created_at, status, response)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true
 
 -- name: idem_get
-SELECT request_hash, status, response, created_at FROM idempotency_keys
+-- retry_after: whole seconds left on a claim's lease (at least 1), by Postgres's clock.
+SELECT request_hash, status, response, created_at,
+    greatest(1, ceil(extract(epoch FROM lease_until - clock_timestamp())))::int AS retry_after
+FROM idempotency_keys
 WHERE api_key_hash = $1 AND key = $2
 
--- name: idem_take_over
-UPDATE idempotency_keys SET request_hash = $3, created_at = $4, status = NULL, response = NULL
-WHERE api_key_hash = $1 AND key = $2 AND created_at = $5
-RETURNING true
-
 -- name: idem_finish
-UPDATE idempotency_keys SET status = $3, response = $4 WHERE api_key_hash = $1 AND key = $2
+-- Only while the claim is still this request's: one taken over is the new request's to answer.
+UPDATE idempotency_keys SET status = $3, response = $4
+WHERE api_key_hash = $1 AND key = $2 AND claim_token = $5 AND status IS NULL
 
 -- name: idem_release
-DELETE FROM idempotency_keys WHERE api_key_hash = $1 AND key = $2 AND status IS NULL
+DELETE FROM idempotency_keys
+WHERE api_key_hash = $1 AND key = $2 AND claim_token = $3 AND status IS NULL
 
 -- ---------------------------------------------------------------- test clock
 

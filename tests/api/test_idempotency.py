@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
+import msgspec
+import pytest
 
+from slots_service import booking, idempotency
 from slots_service.config import Settings
+from slots_service.db import create_pool
+from slots_service.models import BookingIn
 from tests.api.steps import (
     bookings_of,
     cancel,
@@ -17,7 +26,17 @@ from tests.api.steps import (
     remaining,
     seats,
 )
-from tests.conftest import TUESDAY, WEDNESDAY, WRITER_KEY, booking_body, person, set_clock
+from tests.conftest import (
+    ADMIN_KEY,
+    NOW,
+    TUESDAY,
+    WEDNESDAY,
+    WRITER_KEY,
+    booking_body,
+    local,
+    person,
+    set_clock,
+)
 
 
 async def post(
@@ -120,6 +139,7 @@ async def test_concurrent_duplicates_book_once(
     for answer in answers:
         if answer.status_code != 201:
             problem(answer, 409, "idempotency_in_progress")
+            assert 1 <= int(answer.headers["Retry-After"]) <= settings.idempotency_lease_s
     found = await bookings_of(catalog, who)
     assert [b["id"] for b in found] == [created[0].json()["id"]]
     assert await remaining(catalog, WEDNESDAY, "09:00") == 2
@@ -157,3 +177,95 @@ async def test_a_key_is_kept_for_24_hours(catalog: httpx.AsyncClient) -> None:
     assert again.status_code == 201, again.text
     assert again.json()["id"] != first.json()["id"]
     assert [b["status"] for b in await bookings_of(catalog, who)] == ["booked", "cancelled"]
+
+
+# ---------------------------------------------------------------- a claim's lease
+
+
+def keyed_as_the_api(body: dict[str, Any], key: str) -> idempotency.Keyed:
+    """The key of the admin caller's request with this body, as the route computes it."""
+    data = msgspec.json.decode(json.dumps(body).encode(), type=BookingIn)
+    return idempotency.Keyed(
+        hashlib.sha256(ADMIN_KEY.encode()).digest(),
+        key,
+        idempotency.request_hash(msgspec.json.encode(data)),
+        timedelta(hours=24),
+    )
+
+
+async def test_a_claim_whose_request_died_is_taken_over_after_its_lease(
+    catalog: httpx.AsyncClient, settings: Settings
+) -> None:
+    """A request that claimed its key and then died (its process killed: no answer, no
+    release) holds the key only for its lease, counted by Postgres's clock; the test clock
+    stands still the whole time."""
+    who, long_who = person(), person()
+    body, long_body = booking_body(who), booking_body(long_who)
+    pool = await create_pool(settings.database_url, 2)
+    try:
+        dead = await idempotency.claim(pool, keyed_as_the_api(body, "dead-1"), local(NOW), 1)
+        held = await idempotency.claim(pool, keyed_as_the_api(long_body, "dead-2"), local(NOW), 30)
+        assert isinstance(dead, idempotency.Claim)
+        assert isinstance(held, idempotency.Claim)
+        async with overlapping_client(replace(settings, idempotency_lease_s=1)) as client:
+            running = await post(client, body, "dead-1")
+            problem(running, 409, "idempotency_in_progress")
+            assert running.headers["Retry-After"] == "1"
+            # Retry-After says how long the lease has left, whatever this process's setting.
+            long = await post(client, long_body, "dead-2")
+            problem(long, 409, "idempotency_in_progress")
+            assert 29 <= int(long.headers["Retry-After"]) <= 30
+            assert await bookings_of(catalog, who) == []
+            await asyncio.sleep(1.1)
+            retried = await post(client, body, "dead-1")
+            assert retried.status_code == 201, retried.text
+            # The dead request's late words change nothing: the key is the retry's now.
+            await idempotency.finish(pool, dead, 409, b"late")
+            await idempotency.release(pool, dead)
+            replay = await post(client, body, "dead-1")
+            assert (replay.status_code, replay.content) == (201, retried.content)
+            problem(await post(client, long_body, "dead-2"), 409, "idempotency_in_progress")
+    finally:
+        await pool.close()
+    assert [b["id"] for b in await bookings_of(catalog, who)] == [retried.json()["id"]]
+    assert await bookings_of(catalog, long_who) == []
+    assert await remaining(catalog, WEDNESDAY, "09:00") == 2
+    assert len(await created_events(catalog)) == 1
+
+
+async def test_a_request_slower_than_its_lease_books_nothing_once_taken_over(
+    catalog: httpx.AsyncClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request stalls between its claim and its booking statement past its lease; a
+    retry takes the key over and books. When the first one's statement finally runs, its claim
+    is no longer its own: it books nothing and stores nothing. The person may hold two
+    bookings here, so only the claim stands between the two requests and a second booking."""
+    record = booking._record
+    calls = 0
+
+    async def stalled_once(*args: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(2.5)
+        return await record(*args)
+
+    monkeypatch.setattr(booking, "_record", stalled_once)
+    lenient = replace(
+        settings, idempotency_lease_s=1, active_bookings_per_service=2, bookings_per_day=2
+    )
+    who = person()
+    body = booking_body(who)
+    async with overlapping_client(lenient) as client:
+        slow = asyncio.create_task(post(client, body, "slow-1"))
+        await asyncio.sleep(1.5)
+        retry = await post(client, body, "slow-1")
+        assert retry.status_code == 201, retry.text
+        lost = await slow
+        problem(lost, 409, "idempotency_in_progress")
+        replay = await post(client, body, "slow-1")
+        assert (replay.status_code, replay.content) == (201, retry.content)
+    assert calls == 2
+    assert [b["id"] for b in await bookings_of(catalog, who)] == [retry.json()["id"]]
+    assert await remaining(catalog, WEDNESDAY, "09:00") == 2  # the loser's gate seat came back
+    assert len(await created_events(catalog)) == 1

@@ -1,0 +1,229 @@
+"""A real SIGKILL of a real `slots-service serve` in the middle of a crowd of keyed bookings,
+then every client retries its same request with its same Idempotency-Key: each person ends
+with exactly one booking, and every committed booking's stored answer is replayed.
+
+The kill is staged so that all three fates of a request happen every run: answered before the
+kill; committed by Postgres after its process died (never answered); and claimed but never
+committed (its backend gone too), whose key the retry takes over once the lease has lapsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from slots_service.devservers import free_port
+from tests.conftest import (
+    ADMIN_KEY,
+    API_KEYS,
+    NOW,
+    OFFICE,
+    OFFICE_ID,
+    SERVICE,
+    SERVICE_ID,
+    WEDNESDAY,
+    booking_body,
+    person,
+)
+
+LEASE_S = 2
+CROWD = 40
+BEFORE_KILL = 12  # answered before the kill
+# A roomy window: seats the gate took for requests that died stay taken in Redis until the
+# reconcile job, and must not make the retries' gate say full.
+ROOMY = {
+    **OFFICE,
+    "hours": {
+        day: [{"start": "09:00", "end": "10:00", "capacity": 100}]
+        for day in ("mon", "tue", "wed", "thu", "fri")
+    },
+}
+
+Server = tuple[subprocess.Popen[bytes], str]
+
+
+@pytest.fixture
+def serve(database_url: str, redis_url: str) -> Iterator[Any]:
+    """Start `slots-service serve` (two granian workers, its own process group) on demand;
+    whatever is still running at the end is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> Server:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "SLOTS_API_KEYS": API_KEYS,
+            "SLOTS_PII_KEY": "e2e-pii-key-0123456789abcdef",
+            "SLOTS_TEST_CLOCK": "1",
+            "SLOTS_WORKERS": "2",
+            "SLOTS_DB_POOL_SIZE": "30",  # every request of the crowd holds a connection at once
+            "SLOTS_IDEMPOTENCY_LEASE_SECONDS": str(LEASE_S),
+            "SLOTS_PORT": str(port),
+            "SLOTS_LOG_LEVEL": "warning",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "slots_service", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    return proc, base
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {proc.returncode}")
+            time.sleep(0.1)
+        raise RuntimeError("server not ready")
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def client(base: str) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    return httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, limits=limits, timeout=30
+    )
+
+
+async def post(http: httpx.AsyncClient, body: dict[str, Any], key: str) -> httpx.Response:
+    return await http.post("/v1/bookings", json=body, headers={"Idempotency-Key": key})
+
+
+async def eventually(check: Any, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def retry_until_answered(
+    http: httpx.AsyncClient, body: dict[str, Any], key: str, deadline: float
+) -> httpx.Response:
+    """What a well-behaved client does: the same request, same key, after each Retry-After."""
+    while True:
+        answer = await post(http, body, key)
+        if answer.status_code != 409 or answer.json()["code"] != "idempotency_in_progress":
+            return answer
+        assert 1 <= int(answer.headers["Retry-After"]) <= LEASE_S
+        assert time.monotonic() < deadline, "still in progress after the lease"
+        await asyncio.sleep(min(float(answer.headers["Retry-After"]), 0.5))
+
+
+async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
+    serve: Any, database_url: str
+) -> None:
+    bodies = [booking_body(person(), WEDNESDAY, "09:00") for _ in range(CROWD)]
+    keys = [f"kill-{i}" for i in range(CROWD)]
+    proc, base = serve()
+    db = await asyncpg.connect(database_url)
+    try:
+        async with client(base) as http:
+            assert (await http.put("/v1/admin/clock", json={"now": NOW})).status_code == 200
+            assert (await http.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)).status_code == 200
+            assert (await http.put(f"/v1/offices/{OFFICE_ID}", json=ROOMY)).status_code == 200
+            first = await asyncio.gather(
+                *(post(http, bodies[i], keys[i]) for i in range(BEFORE_KILL))
+            )
+            assert [r.status_code for r in first] == [201] * BEFORE_KILL, [r.text for r in first]
+
+            # The rest of the crowd claims its keys and queues on the window's row, held here.
+            holder = await asyncpg.connect(database_url)
+            try:
+                lock = holder.transaction()
+                await lock.start()
+                await holder.execute(
+                    "SELECT FROM windows WHERE office_id = $1 AND day = $2 FOR UPDATE",
+                    OFFICE_ID,
+                    date.fromisoformat(WEDNESDAY),
+                )
+                crowd = [
+                    asyncio.create_task(post(http, bodies[i], keys[i]))
+                    for i in range(BEFORE_KILL, CROWD)
+                ]
+
+                async def queued() -> bool:
+                    waiting = await db.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                    return bool(waiting == CROWD - BEFORE_KILL)
+
+                await eventually(queued, "the crowd to queue on the window")
+                os.killpg(proc.pid, signal.SIGKILL)  # the API's whole process group
+                proc.wait(5)
+                lost = await asyncio.gather(*crowd, return_exceptions=True)
+                assert all(isinstance(r, httpx.TransportError) for r in lost), lost
+                # Half the dead requests' statements die too; the other half commit unanswered.
+                await db.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ("
+                    " SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    " ORDER BY pid LIMIT $1)",
+                    (CROWD - BEFORE_KILL) // 2,
+                )
+                await lock.commit()
+            finally:
+                await holder.close()
+
+        async def settled() -> bool:
+            busy = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND pid <> pg_backend_pid()"
+            )
+            return bool(busy == 0)
+
+        await eventually(settled, "the dead requests' statements to end")
+        unanswered = await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE status IS NULL")
+        committed = await db.fetchval("SELECT count(*) FROM bookings")
+        # Both fates happened: claims left without an answer, and bookings nobody was told of.
+        assert unanswered == (CROWD - BEFORE_KILL) // 2
+        assert committed == CROWD - unanswered
+
+        _, base = serve()  # the same database and Redis
+        async with client(base) as http:
+            deadline = time.monotonic() + LEASE_S + 10
+            retries = await asyncio.gather(
+                *(retry_until_answered(http, bodies[i], keys[i], deadline) for i in range(CROWD))
+            )
+        assert [r.status_code for r in retries] == [201] * CROWD, [r.text for r in retries]
+        for before, replay in zip(first, retries, strict=False):
+            assert replay.content == before.content
+        rows = await db.fetch(
+            "SELECT name, count(*) AS n, min(id) AS id FROM bookings GROUP BY name"
+        )
+        in_postgres = {r["name"]: r["id"] for r in rows}
+        assert all(r["n"] == 1 for r in rows), [dict(r) for r in rows if r["n"] != 1]
+        assert in_postgres == {
+            body["person"]["name"]: r.json()["id"] for body, r in zip(bodies, retries, strict=True)
+        }
+        assert (
+            await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE status = 201") == CROWD
+        )
+    finally:
+        await db.close()
