@@ -18,11 +18,11 @@ scenario, the load generator in a separate process (loadgen.py: asyncio + uvloop
 keep-alive, `--concurrency` connections with one request in flight each, a fresh body per
 request) runs `--warmup` seconds, then `--seconds` measured. Latency is the time from writing a
 request to having read its whole response. Each figure is printed beside the machine's
-ceiling ("L" figures of ../shared/limits/run.sh, measured first in the same run with
-`--limits auto`): book / L_pg (and / L_hot), flash / L_http_post, availability / L_http_get.
-Those ceilings are each measured alone, server on one core and client on the other; here the
-API, Postgres, Valkey and the load generator share the same cores, so ratios well below 1
-are expected. The last line of stdout is one JSON object with every figure.
+ceiling (the "L" figures, measured first in the same run with `--limits auto` by ceilings/, or
+read from a file): book / L_pg (and / L_hot), flash / L_http_post, availability / L_http_get.
+Those ceilings are each measured alone, with no application code; here the API, Postgres,
+Valkey and the load generator share the same cores, so ratios well below 1 are expected. The
+last line of stdout is one JSON object with every figure.
 
 Beside each figure: what the API counted itself (gate answers and booking outcomes from
 /metrics, its own mean handling time), the cores each process tree kept busy (API, Postgres,
@@ -33,16 +33,15 @@ call per booking as in production, never a refusal); the test clock and the in-p
 scheduler are off. Exit status 1 when a check fails.
 
 This module runs the servers and the scenarios, in order; beside it: loadgen.py (the load),
-benchcatalog.py (the offices booked into, and the checks of their seats), benchstats.py (what
-the servers did: /metrics, log, CPU), benchlimits.py (the ceilings), benchreport.py (what is
-printed).
+catalog.py (the offices booked into, and the checks of their seats), stats.py (what the
+servers did: /metrics, log, CPU), limits.py and ceilings/ (the ceilings), report.py (what is
+printed), procs.py (its children).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -63,7 +62,9 @@ import httpx
 from ..config import environment, load_settings
 from ..devservers import DevServers, die_with_parent, free_port
 from .catalog import BIG_CAPACITY, SERVICE_ID, Catalog, check_big, check_flash, make_catalog
+from .ceilings import Durations
 from .limits import Limits, read_limits
+from .procs import run_loadgen, stop_group
 from .report import Scenario, scenario_lines, summary_json, summary_table
 from .stats import CpuMeter, parse_metrics, scan_log, server_side
 
@@ -111,8 +112,9 @@ class Bench:
             "Valkey and the load generator all share them, while each L ceiling was measured "
             "alone (server on one core, client on the other): ratios well below 1 are expected."
         )
+        durations = Durations(seconds=float(self.args.seconds), warmup=float(self.args.warmup))
         limits, limits_note = read_limits(
-            str(self.args.limits), self.root / "limits.log", self.progress
+            str(self.args.limits), self.root, durations, self.progress
         )
         self.say(f"limits: {limits_note}")
         given = dict(environment())
@@ -274,7 +276,7 @@ class Bench:
 
     def _stop_api(self) -> None:
         if self.api is not None:
-            _stop_group(self.api, signal.SIGINT)
+            stop_group(self.api, signal.SIGINT)
             self.api = None
 
     def _metrics(self) -> dict[str, float]:
@@ -360,36 +362,10 @@ class Bench:
 
     def _loadgen(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The load generator's result, with the cores each process tree kept busy."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "slots_service.bench.loadgen"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            process_group=0,
-        )
-        try:
-            meter = CpuMeter(self._server_pids())
-            timeout = spec["warmup"] + spec["seconds"] + 90
-            out, _ = proc.communicate(json.dumps(spec).encode(), timeout=timeout)
-        finally:
-            _stop_group(proc, signal.SIGTERM)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the load generator failed (exit {proc.returncode})")
-        found: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        meter = CpuMeter(self._server_pids())
+        found = run_loadgen(spec)
         found["cpu_cores"] = meter.stop(loadgen_cpu_s=float(found["cpu_s"]))
         return found
-
-
-def _stop_group(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 20) -> None:
-    """Stop a child started with process_group=0, then anything left in its group."""
-    if proc.poll() is None:
-        with suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(5)
 
 
 @contextmanager

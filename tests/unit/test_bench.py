@@ -1,17 +1,22 @@
-"""The pure parts of `slots-service bench`, and its load generator against a stub server."""
+"""The pure parts of `slots-service bench`, its load generator against a stub server, and the
+bare app of its HTTP ceilings against the load generator's requests."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+from pathlib import Path
 
 import pytest
+from litestar.testing import AsyncTestClient
 
+from slots_service.bench import ceilings, loadgen
 from slots_service.bench import limits as benchlimits
-from slots_service.bench import loadgen
 from slots_service.bench import report as benchreport
 from slots_service.bench import stats as benchstats
+from slots_service.bench.ceilings import app as bareapp
+from slots_service.bench.ceilings import gate, http, pg
 
 LIMITS_LINE = (
     '{"L_redis_lua": 12345, "L_redis_lua_p16": 150000, "L_pg": 9000.7, "L_hot": 2100, '
@@ -42,8 +47,8 @@ def test_latency_summary_in_milliseconds_from_unsorted_seconds() -> None:
     assert empty == {"p50": None, "p95": None, "p99": None, "max": None, "mean": None}
 
 
-def test_parse_limits_takes_the_last_line_of_run_sh() -> None:
-    out = "[limits 10:00:00] progress on stdout by mistake\n" + LIMITS_LINE + "\n\n"
+def test_parse_limits_takes_the_last_line_of_a_file() -> None:
+    out = "measured on 2026-11-25\n" + LIMITS_LINE + "\n\n"
     limits = benchlimits.parse_limits(out)
     assert limits == {
         "L_redis_lua": 12345,
@@ -72,6 +77,133 @@ def test_parse_limits_fills_missing_keys_and_reads_pretty_files() -> None:
 def test_parse_limits_refuses_what_is_not_a_limits_object(text: str) -> None:
     with pytest.raises(ValueError, match=r"JSON object|no output|none of"):
         benchlimits.parse_limits(text)
+
+
+def test_read_limits_none_and_files(tmp_path: Path) -> None:
+    durations = ceilings.Durations(seconds=10, warmup=2)
+    said: list[str] = []
+    assert benchlimits.read_limits("none", tmp_path, durations, said.append)[0] is None
+    saved = tmp_path / "limits.json"
+    saved.write_text(LIMITS_LINE + "\n")
+    limits, note = benchlimits.read_limits(str(saved), tmp_path, durations, said.append)
+    assert limits is not None
+    assert limits["L_pg"] == 9000
+    assert note == f"from {saved}"
+    missing = tmp_path / "nothing.json"
+    limits, note = benchlimits.read_limits(str(missing), tmp_path, durations, said.append)
+    assert limits is None
+    assert note.startswith(f"could not read {missing}")
+    assert said == []  # nothing measured
+
+
+PGBENCH_OUT = """pgbench (18.6)
+transaction type: /x/booking.sql
+scaling factor: 1
+query mode: prepared
+number of clients: 32
+number of threads: 2
+maximum number of tries: 1
+duration: 10 s
+number of transactions actually processed: 83451
+number of failed transactions: 0 (0.000%)
+latency average = 3.822 ms
+latency stddev = 3.901 ms
+initial connection time = 51.097 ms
+tps = 8372.913745 (without initial connection time)
+"""
+
+
+def test_parse_pgbench_summary() -> None:
+    assert pg.parse_pgbench(PGBENCH_OUT) == pg.Pgbench(8372.913745, 0, 3.822)
+    failing = PGBENCH_OUT.replace(
+        "failed transactions: 0 (0.000%)", "failed transactions: 7 (0.01%)"
+    )
+    assert pg.parse_pgbench(failing).failed == 7
+    assert pg.parse_pgbench("pgbench: error: connection refused\n") == pg.Pgbench(None, None, None)
+
+
+def test_a_ceiling_counts_only_a_clean_pgbench_run() -> None:
+    good = pg._ceiling("L_pg", pg.parse_pgbench(PGBENCH_OUT), "pgbench 32 clients")
+    assert good == ceilings.Ceiling("L_pg", 8372, "pgbench 32 clients (latency avg 3.822 ms)")
+    assert good.line().startswith("L_pg ")
+    assert good.line().endswith(" 8372/s  pgbench 32 clients (latency avg 3.822 ms)")
+    failing = pg._ceiling("L_pg", pg.Pgbench(8000.0, 3, 4.0), "pgbench")
+    assert failing.value is None
+    assert "n/a" in failing.line()
+    assert pg._ceiling("L_hot", pg.Pgbench(None, None, None), "pgbench").value is None
+
+
+def test_ceiling_durations_follow_the_bench_flags() -> None:
+    default = ceilings.Durations(seconds=10, warmup=2)
+    assert (default.gate_s, default.gate_warmup_s, default.pg_s, default.hot_s) == (5, 1, 10, 5)
+    assert default.total_s == 2 * (1 + 5) + 10 + 5 + 2 * (2 + 10) < 60
+    short = ceilings.Durations(seconds=2.5, warmup=0.5)
+    assert (short.gate_warmup_s, short.pg_s, short.hot_s) == (0.5, 3, 2)  # whole seconds, >= 1
+    assert ceilings.Durations(seconds=0.1, warmup=0).hot_s == 1
+
+
+def test_gate_calls_are_resp_evalsha_of_take_lua_without_attempts() -> None:
+    calls = gate._calls("abc123")
+    assert len(calls) == gate.POOL
+    parts = calls[0].split(b"\r\n")
+    assert parts[0] == b"*9"
+    assert parts[2::2][:3] == [b"EVALSHA", b"abc123", b"2"]
+    day = parts[8].decode()
+    assert day in gate.DAYS
+    assert parts[10].decode() == f"{day}:tries:ceiling"
+    assert parts[12].decode() in gate.WINDOWS
+    assert parts[14::2][:3] == [b"1", b"0", b"0"]  # 1 seat, attempt limit 0 (off)
+    assert gate._resp("PING") == b"*1\r\n$4\r\nPING\r\n"
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+async def test_pipelined_gate_client_counts_replies_split_anywhere() -> None:
+    state = gate._PipeState(done=asyncio.get_running_loop().create_future(), open=1)
+    conn = gate._Piped(state, [b"batch-a", b"batch-b"], first=0)
+    sink = _Sink()
+    conn.connection_made(sink)  # type: ignore[arg-type]
+    replies = b":99\r\n" * (gate.PIPELINE - 1) + b"-ERR x\r\n"
+    conn.data_received(replies[:3])
+    conn.data_received(replies[3:4])  # a CRLF split across two reads
+    conn.data_received(replies[4:])
+    assert state.calls == gate.PIPELINE
+    assert sink.written == [b"batch-a", b"batch-b"]  # all replied: the next batch
+    state.stopping = True
+    conn.data_received(b":1\r" + b"\n:1\r\n" * (gate.PIPELINE - 1))
+    assert state.calls == 2 * gate.PIPELINE
+    assert sink.closed
+    assert state.done.done()
+
+
+async def test_bare_app_takes_what_the_load_generator_sends() -> None:
+    """The HTTP ceilings' requests, as loadgen.py builds them from http._spec, all answer 2xx."""
+    durations = ceilings.Durations(seconds=1, warmup=0)
+    async with AsyncTestClient(app=bareapp.app) as client:
+        for post in (False, True):
+            spec = http._spec(1234, durations, post)
+            raw = loadgen._request_maker(spec)(0)
+            head, _, body = raw.partition(b"\r\n\r\n")
+            method, path, _ = head.split(b"\r\n")[0].decode().split(" ")
+            answer = await client.request(
+                method, path, content=body, headers={"Content-Type": "application/json"}
+            )
+            assert answer.status_code == (201 if post else 200), answer.text
+        bad = await client.post("/v1/bookings", json={"office_id": "x"})
+        assert bad.status_code == 400  # the body is decoded, not ignored
 
 
 def test_ratio_and_its_format() -> None:

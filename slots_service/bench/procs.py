@@ -1,0 +1,44 @@
+"""The children of `slots-service bench`: the load generator, and how any child is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any
+
+
+def stop_group(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 20) -> None:
+    """Stop a child started with process_group=0, then anything left in its group."""
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(5)
+
+
+def run_loadgen(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the load generator (loadgen.py) in its own process on `spec`; its result."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slots_service.bench.loadgen"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        process_group=0,  # Ctrl-C is ours to handle: it is stopped below, in order
+    )
+    try:
+        timeout = float(spec["warmup"]) + float(spec["seconds"]) + 90
+        out, _ = proc.communicate(json.dumps(spec).encode(), timeout=timeout)
+    finally:
+        stop_group(proc, signal.SIGTERM)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the load generator failed (exit {proc.returncode})")
+    found: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return found
