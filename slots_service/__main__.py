@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument(
         "--limits",
         default="auto",
-        help="auto (run ../shared/limits/run.sh first), a JSON file of L figures, or none",
+        help="the machine's ceilings: auto (measured now by bench's own code), a JSON file, none",
     )
     p_bench.add_argument(
         "--scenarios",

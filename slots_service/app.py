@@ -17,7 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import booking, errors, metrics, problems, routes
+from . import booking, errors, metrics, openapi, problems, routes
 from .auth import Keys
 from .config import Settings
 from .db import queries
@@ -104,9 +104,30 @@ async def strict_body(request: Request[Any, Any, Any]) -> None:
     try:
         msgspec.json.decode(body, type=data.annotation)
     except msgspec.ValidationError as exc:
-        raise errors.InvalidRequest(f"data: {exc}") from None
+        if not _fits_with_whole_numbers(body, data.annotation):
+            raise errors.InvalidRequest(f"data: {exc}") from None
     except msgspec.DecodeError:
         return  # malformed JSON: Litestar's own answer (400) follows
+
+
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    return value
+
+
+def _fits_with_whole_numbers(body: bytes, annotation: Any) -> bool:
+    """JSON Schema counts `3.0` as an integer, and so does the OpenAPI document; msgspec's
+    strict decoding does not. Asked only once the strict decode refused the body."""
+    try:
+        msgspec.convert(_whole_numbers(msgspec.json.decode(body)), type=annotation, strict=True)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -133,7 +154,7 @@ def create_app(settings: Settings) -> Litestar:
             await booking.finish_background()
             await rt.close()
 
-    openapi = OpenAPIConfig(
+    openapi_config = OpenAPIConfig(
         title="slots-service",
         version="1.0.0",
         description="Bookable seats of government service offices. See API.md.",
@@ -145,18 +166,20 @@ def create_app(settings: Settings) -> Litestar:
         security=[{"bearer": []}],
         path="/schema",
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[healthz, readyz, metrics_text, *routes.handlers],
         dependencies=routes.dependencies,
         exception_handlers=problems.handlers,
         before_request=strict_body,
         lifespan=[lifespan],
         middleware=[latency_middleware],
-        openapi_config=openapi,
+        openapi_config=openapi_config,
         request_max_body_size=64 * 1024,
         debug=False,
         logging_config=None,
     )
+    openapi.refine(app.openapi_schema)
+    return app
 
 
 def asgi_app() -> Any:

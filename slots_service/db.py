@@ -77,6 +77,16 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InterfaceError,
     TimeoutError,
 )
+# Values the models let through but Postgres cannot hold: the last line of defence behind the
+# text rules of models.py, so that no input answers 500 (nothing was stored: the statement
+# failed whole).
+_UNSTORABLE = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+    asyncpg.exceptions.StringDataRightTruncationError,
+    asyncpg.exceptions.NumericValueOutOfRangeError,
+    asyncpg.exceptions.DatetimeFieldOverflowError,
+)
 
 
 def translate(exc: BaseException) -> errors.DomainError | None:
@@ -89,6 +99,8 @@ def translate(exc: BaseException) -> errors.DomainError | None:
         if name == "bookings_one_active_per_service":
             return errors.ActiveBookingExists(None)
         return None
+    if isinstance(exc, _UNSTORABLE):
+        return errors.InvalidRequest("the request holds a value that cannot be stored")
     if isinstance(exc, (_UNAVAILABLE, asyncpg.exceptions.PostgresConnectionError)):
         return errors.Unavailable()
     return None

@@ -16,22 +16,32 @@ OfficeId = Annotated[str, Meta(pattern=ID_PATTERN)]
 ServiceId = Annotated[str, Meta(pattern=ID_PATTERN)]
 HHMM = Annotated[str, Meta(pattern=HHMM_PATTERN, examples=["09:00"])]
 Phone = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{6,14}$", examples=["+8613926150414"])]
-Name = Annotated[str, Meta(min_length=1, max_length=100)]
-Text = Annotated[str, Meta(max_length=500)]
+# Text a person could type (API conventions): no control characters but tab and newline.
+# Postgres cannot store NUL, and screens, SMS and logs choke on the rest. Unpaired surrogates
+# never get this far: the JSON decoder refuses them (400) before any pattern is tried.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
+Text = Annotated[str, Meta(max_length=500, pattern=TEXT_PATTERN)]
+Timezone = Annotated[
+    str,
+    Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$", examples=["Asia/Shanghai"]),
+]
+# 4-32 letters or digits once spaces are stripped and letters upper-cased.
+IdNumber = Annotated[str, Meta(pattern=r"^ *(?:[A-Za-z0-9] *){4,32}$", examples=["M92839408"])]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 IdType = Literal["passport", "cn_id", "hk_mo_permit", "tw_permit", "foreign_permanent_id"]
 Channel = Literal["web", "app", "phone", "counter"]
 Capacity = Annotated[int, Meta(ge=0, le=10_000)]
 PartySize = Annotated[int, Meta(ge=1, le=100)]
-Reference = Annotated[str, Meta(min_length=1, max_length=64)]
+Reference = Annotated[str, Meta(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
 Metadata = Annotated[
-    dict[Annotated[str, Meta(min_length=1, max_length=64)], Annotated[str, Meta(max_length=500)]],
+    dict[Annotated[str, Meta(min_length=1, max_length=64, pattern=TEXT_PATTERN)], Text],
     Meta(max_length=16),
 ]
 
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ID_NUMBER = re.compile(r"^[A-Z0-9]{4,32}$")
-_SPACES = re.compile(r"\s+")
+_SPACES = re.compile(" +")
 
 
 def normalise_id_number(raw: str) -> str:
@@ -99,7 +109,7 @@ class HoursRange(Request, frozen=True):
 
 class OfficeIn(Request, frozen=True):
     name: Name
-    timezone: Annotated[str, Meta(min_length=1, max_length=64)]
+    timezone: Timezone
     services: list[ServiceId]
     hours: dict[Weekday, list[HoursRange]]
     window_minutes: Annotated[int, Meta(ge=5, le=720)] = 30
@@ -149,7 +159,7 @@ class CalendarOut(Response):
 
 
 class ClosureIn(Request, frozen=True):
-    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+    reason: Annotated[str, Meta(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
 
 
 class ClosureOut(Response):
@@ -181,7 +191,7 @@ class ClockOut(Response):
 
 class IdentityIn(Request, frozen=True):
     id_type: IdType
-    id_number: Annotated[str, Meta(min_length=1, max_length=64)]
+    id_number: IdNumber
 
     def __post_init__(self) -> None:
         force_setattr(self, "id_number", normalise_id_number(self.id_number))
@@ -253,7 +263,7 @@ class RescheduleIn(Request, frozen=True):
 
 class SearchIn(Request, frozen=True):
     id_type: IdType | None = None
-    id_number: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    id_number: IdNumber | None = None
     reference: Reference | None = None
 
     def __post_init__(self) -> None:

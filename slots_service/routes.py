@@ -13,10 +13,10 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import (
-    FromPath,
     FromQuery,
     HeaderParameter,
     JSONBody,
+    Parameter,
     QueryParameter,
 )
 from litestar.response import Response as LitestarResponse
@@ -67,6 +67,28 @@ _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _START = re.compile(HHMM_PATTERN)
 _encode = msgspec.json.Encoder().encode
 
+BOOKING_ID_PATTERN = r"^[A-Z0-9]{12,20}$"
+CURSOR_PATTERN = r"^[0-9]{1,20}\.[0-9]{1,20}$"
+# Path and query parameters, with the constraints the handlers enforce, so that the OpenAPI
+# document says what is accepted.
+OfficeIdPath = Annotated[
+    str, Parameter(pattern=ID_PATTERN, examples=[Example(value="sz-exit-entry-foreigners")])
+]
+ServiceIdPath = Annotated[
+    str, Parameter(pattern=ID_PATTERN, examples=[Example(value="residence-permit-first")])
+]
+BookingIdPath = Annotated[
+    str, Parameter(pattern=BOOKING_ID_PATTERN, description="The appointment number")
+]
+DayPath = Annotated[
+    str,
+    Parameter(
+        schema_extra={"format": "date"},
+        description="Office-local date, YYYY-MM-DD",
+    ),
+]
+StartPath = Annotated[str, Parameter(pattern=HHMM_PATTERN, description="Window start, HH:MM")]
+
 ADMIN = [requires("admin")]
 READ = [requires("bookings:read")]
 READ_OR_ADMIN = [requires("bookings:read", "admin")]
@@ -102,7 +124,7 @@ def checked_id(value: str, what: str) -> str:
 
 
 @put("/v1/services/{service_id:str}", guards=ADMIN, status_code=200, tags=["admin"])
-async def put_service(rt: RT, service_id: FromPath[str], data: JSONBody[ServiceIn]) -> ServiceOut:
+async def put_service(rt: RT, service_id: ServiceIdPath, data: JSONBody[ServiceIn]) -> ServiceOut:
     """Create or replace a service (a business type)."""
     now = await rt.clock.now()
     service = await rt.catalog.put_service(checked_id(service_id, "service_id"), data, now)
@@ -110,7 +132,7 @@ async def put_service(rt: RT, service_id: FromPath[str], data: JSONBody[ServiceI
 
 
 @put("/v1/offices/{office_id:str}", guards=ADMIN, status_code=200, tags=["admin"])
-async def put_office(rt: RT, office_id: FromPath[str], data: JSONBody[OfficeIn]) -> OfficeOut:
+async def put_office(rt: RT, office_id: OfficeIdPath, data: JSONBody[OfficeIn]) -> OfficeOut:
     """Create or replace an office. Days already opened keep their windows."""
     now = await rt.clock.now()
     office = await rt.catalog.put_office(checked_id(office_id, "office_id"), data, now)
@@ -123,7 +145,7 @@ async def list_offices(rt: RT) -> list[OfficeOut]:
 
 
 @get("/v1/offices/{office_id:str}", guards=READ_OR_ADMIN, tags=["catalog"])
-async def get_office(rt: RT, office_id: FromPath[str]) -> OfficeOut:
+async def get_office(rt: RT, office_id: OfficeIdPath) -> OfficeOut:
     return (await rt.catalog.office(office_id)).out()
 
 
@@ -133,7 +155,7 @@ async def list_services(rt: RT) -> list[ServiceOut]:
 
 
 @get("/v1/services/{service_id:str}", guards=READ_OR_ADMIN, tags=["catalog"])
-async def get_service(rt: RT, service_id: FromPath[str]) -> ServiceOut:
+async def get_service(rt: RT, service_id: ServiceIdPath) -> ServiceOut:
     return (await rt.catalog.service(service_id)).out()
 
 
@@ -143,13 +165,13 @@ async def list_calendar(rt: RT) -> list[CalendarOut]:
 
 
 @put("/v1/calendar/{day:str}", guards=ADMIN, status_code=200, tags=["admin"])
-async def put_calendar(rt: RT, day: FromPath[str], data: JSONBody[CalendarIn]) -> CalendarOut:
+async def put_calendar(rt: RT, day: DayPath, data: JSONBody[CalendarIn]) -> CalendarOut:
     """Mark a date for every office: a holiday (closed) or a make-up workday."""
     return await closures.put_calendar(rt, path_date(day), data, await rt.clock.now())
 
 
 @delete("/v1/calendar/{day:str}", guards=ADMIN, status_code=204, tags=["admin"])
-async def delete_calendar(rt: RT, day: FromPath[str]) -> None:
+async def delete_calendar(rt: RT, day: DayPath) -> None:
     await closures.delete_calendar(rt, path_date(day), await rt.clock.now())
 
 
@@ -157,7 +179,7 @@ async def delete_calendar(rt: RT, day: FromPath[str]) -> None:
     "/v1/offices/{office_id:str}/closures/{day:str}", guards=ADMIN, status_code=200, tags=["admin"]
 )
 async def put_closure(
-    rt: RT, office_id: FromPath[str], day: FromPath[str], data: JSONBody[ClosureIn]
+    rt: RT, office_id: OfficeIdPath, day: DayPath, data: JSONBody[ClosureIn]
 ) -> ClosureOut:
     """Close one office for a day; its bookings there are cancelled by the office."""
     on = path_date(day)
@@ -171,7 +193,7 @@ async def put_closure(
 @delete(
     "/v1/offices/{office_id:str}/closures/{day:str}", guards=ADMIN, status_code=204, tags=["admin"]
 )
-async def delete_closure(rt: RT, office_id: FromPath[str], day: FromPath[str]) -> None:
+async def delete_closure(rt: RT, office_id: OfficeIdPath, day: DayPath) -> None:
     on = path_date(day)
     office = await rt.catalog.office(office_id)
     await closures.delete_closure(rt, office, on, await rt.clock.now())
@@ -180,9 +202,9 @@ async def delete_closure(rt: RT, office_id: FromPath[str], day: FromPath[str]) -
 @patch("/v1/offices/{office_id:str}/windows/{day:str}/{start:str}", guards=ADMIN, tags=["admin"])
 async def patch_window(
     rt: RT,
-    office_id: FromPath[str],
-    day: FromPath[str],
-    start: FromPath[str],
+    office_id: OfficeIdPath,
+    day: DayPath,
+    start: StartPath,
     data: JSONBody[CapacityIn],
 ) -> WindowOut:
     """Change one window's seats. Lowering below the seats booked cancels nobody."""
@@ -194,7 +216,9 @@ async def patch_window(
 
 
 @post("/v1/admin/jobs/{job:str}", guards=ADMIN, status_code=200, tags=["admin"])
-async def run_job(rt: RT, job: FromPath[str]) -> JobResult:
+async def run_job(
+    rt: RT, job: Annotated[str, Parameter(schema_extra={"enum": sorted(jobs.JOBS)})]
+) -> JobResult:
     """Run a scheduled job now and return its summary."""
     if job not in jobs.JOBS:
         raise errors.NotFound(f"no job {job!r}; jobs are {sorted(jobs.JOBS)}")
@@ -247,8 +271,8 @@ def _window_range(
 @get("/v1/offices/{office_id:str}/availability", guards=READ, tags=["availability"])
 async def office_availability(
     rt: RT,
-    office_id: FromPath[str],
-    service: FromQuery[str],
+    office_id: OfficeIdPath,
+    service: Annotated[str, QueryParameter(pattern=ID_PATTERN)],
     from_: Annotated[date | None, QueryParameter(name="from")] = None,
     to: FromQuery[date | None] = None,
     available_only: FromQuery[bool] = False,
@@ -287,7 +311,7 @@ async def office_availability(
 @get("/v1/services/{service_id:str}/availability", guards=READ, tags=["availability"])
 async def service_availability(
     rt: RT,
-    service_id: FromPath[str],
+    service_id: ServiceIdPath,
     from_: Annotated[date | None, QueryParameter(name="from")] = None,
     to: FromQuery[date | None] = None,
 ) -> ServiceAvailability:
@@ -365,7 +389,7 @@ async def create_booking(
 
 
 @get("/v1/bookings/{booking_id:str}", guards=READ, tags=["bookings"])
-async def get_booking(rt: RT, booking_id: FromPath[str]) -> BookingOut:
+async def get_booking(rt: RT, booking_id: BookingIdPath) -> BookingOut:
     return await booking.get(rt, booking_id)
 
 
@@ -382,14 +406,14 @@ async def search_bookings(rt: RT, data: JSONBody[SearchIn]) -> BookingList:
 
 
 @post("/v1/bookings/{booking_id:str}/cancel", guards=WRITE, status_code=200, tags=["bookings"])
-async def cancel_booking(rt: RT, booking_id: FromPath[str], data: JSONBody[CancelIn]) -> BookingOut:
+async def cancel_booking(rt: RT, booking_id: BookingIdPath, data: JSONBody[CancelIn]) -> BookingOut:
     """Cancel; the seats are free at once. Cancelling again changes nothing."""
     return await booking.cancel(rt, booking_id, data, await rt.clock.now())
 
 
 @post("/v1/bookings/{booking_id:str}/reschedule", guards=WRITE, status_code=200, tags=["bookings"])
 async def reschedule_booking(
-    rt: RT, booking_id: FromPath[str], data: JSONBody[RescheduleIn]
+    rt: RT, booking_id: BookingIdPath, data: JSONBody[RescheduleIn]
 ) -> BookingOut:
     """Move to another window of the same office and service, atomically; keeps the id."""
     return await booking.reschedule(rt, booking_id, data, await rt.clock.now())
@@ -401,7 +425,7 @@ async def reschedule_booking(
     status_code=200,
     tags=["bookings"],
 )
-async def check_in(rt: RT, booking_id: FromPath[str]) -> BookingOut:
+async def check_in(rt: RT, booking_id: BookingIdPath) -> BookingOut:
     """At the office, from 60 minutes before the window until it ends; hands out a ticket."""
     return await booking.check_in(rt, booking_id, await rt.clock.now())
 
@@ -417,7 +441,7 @@ async def standing(rt: RT, data: JSONBody[IdentityIn]) -> Standing:
 @get("/v1/events", guards=[requires("events:read")], tags=["events"])
 async def list_events(
     rt: RT,
-    after: FromQuery[str | None] = None,
+    after: Annotated[str | None, QueryParameter(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """Events in commit order after a cursor; follow `next`."""
