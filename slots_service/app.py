@@ -125,7 +125,7 @@ def _fits_with_whole_numbers(body: bytes, annotation: Any) -> bool:
     strict decoding does not. Asked only once the strict decode refused the body."""
     try:
         msgspec.convert(_whole_numbers(msgspec.json.decode(body)), type=annotation, strict=True)
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, msgspec.DecodeError):  # `2<garbage>`: typed decode saw 2
         return False
     return True
 

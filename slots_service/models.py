@@ -173,12 +173,21 @@ class CapacityIn(Request, frozen=True):
     capacity: Capacity
 
 
+# The test clock's range: far enough for any test of dates, near enough that a horizon, a
+# retention period or a block never leaves the calendar.
+CLOCK_YEARS = (1970, 8999)
+CLOCK_PATTERN = r"^(19[7-9][0-9]|[2-8][0-9]{3})-"
+
+
 class ClockIn(Request, frozen=True):
     now: datetime
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
             raise ValueError("now must carry a UTC offset")
+        first, last = CLOCK_YEARS
+        if not first <= self.now.year <= last:
+            raise ValueError(f"now must lie in the years {first} to {last}")
 
 
 class ClockOut(Response):

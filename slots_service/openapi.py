@@ -91,6 +91,9 @@ def refine(document: OpenAPI) -> None:
         if schema is not None:  # every request struct forbids unknown fields
             schema.additional_properties = False
             _flat_maps(struct, schema)
+    clock = schemas.get(models.ClockIn.__name__)
+    if clock is not None and clock.properties and isinstance(clock.properties["now"], Schema):
+        clock.properties["now"].pattern = models.CLOCK_PATTERN
     search = schemas.get(models.SearchIn.__name__)
     if search is not None:
         schemas[models.SearchIn.__name__] = _search_by_one_key(search)

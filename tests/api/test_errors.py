@@ -65,7 +65,7 @@ def person_with(**changes: Any) -> dict[str, Any]:
 
 WRONG_BOOKINGS: list[tuple[str, Any]] = [
     ("party_size as text", booking_with(party_size="2")),
-    ("party_size as float", booking_with(party_size=1.0)),
+    ("party_size as a fraction", booking_with(party_size=1.5)),
     ("party_size as bool", booking_with(party_size=True)),
     ("date as number", booking_with(date=20261125)),
     ("date with time", booking_with(date="2026-11-25T09:00:00")),

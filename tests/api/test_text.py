@@ -173,3 +173,13 @@ async def test_a_whole_number_written_as_a_float_is_an_integer(
         400,
         "invalid_request",
     )
+
+
+@pytest.mark.parametrize("raw", [b"2\xc3\x05", b"5L\x02;", b"11K:", b"[1, 2"])
+async def test_a_body_that_is_not_json_is_a_bad_request(
+    catalog: httpx.AsyncClient, raw: bytes
+) -> None:
+    made = await book(catalog)
+    response = await _post(catalog, "POST", f"/v1/bookings/{made['id']}/cancel", raw)
+    problem(response, 400, "invalid_request")
+    assert (await get(catalog, made["id"]))["status"] == "booked"
