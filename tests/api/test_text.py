@@ -183,3 +183,11 @@ async def test_a_body_that_is_not_json_is_a_bad_request(
     response = await _post(catalog, "POST", f"/v1/bookings/{made['id']}/cancel", raw)
     problem(response, 400, "invalid_request")
     assert (await get(catalog, made["id"]))["status"] == "booked"
+
+
+@pytest.mark.parametrize("instant", ["9999-12-31T23:00:00+00:00", "0001-01-01T00:00:00+08:00"])
+async def test_a_test_clock_off_the_calendar_is_a_bad_request(
+    catalog: httpx.AsyncClient, instant: str
+) -> None:
+    problem(await catalog.put("/v1/admin/clock", json={"now": instant}), 400, "invalid_request")
+    assert (await catalog.get("/v1/admin/clock")).json()["now"].startswith("2026-11-23T10:00")

@@ -10,23 +10,18 @@ committed (its backend gone too), whose key the retry takes over once the lease 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from slots_service.devservers import free_port
 from tests.conftest import (
     ADMIN_KEY,
-    API_KEYS,
     NOW,
     OFFICE,
     OFFICE_ID,
@@ -36,6 +31,7 @@ from tests.conftest import (
     booking_body,
     person,
 )
+from tests.e2e import serving
 
 LEASE_S = 2
 CROWD = 40
@@ -50,57 +46,30 @@ ROOMY = {
     },
 }
 
-Server = tuple[subprocess.Popen[bytes], str]
-
 
 @pytest.fixture
-def serve(database_url: str, redis_url: str) -> Iterator[Any]:
+def serve(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Any]:
     """Start `slots-service serve` (two granian workers, its own process group) on demand;
     whatever is still running at the end is killed."""
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[serving.Served] = []
 
-    def start() -> Server:
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "SLOTS_API_KEYS": API_KEYS,
-            "SLOTS_PII_KEY": "e2e-pii-key-0123456789abcdef",
-            "SLOTS_TEST_CLOCK": "1",
-            "SLOTS_WORKERS": "2",
-            "SLOTS_DB_POOL_SIZE": "30",  # every request of the crowd holds a connection at once
-            "SLOTS_IDEMPOTENCY_LEASE_SECONDS": str(LEASE_S),
-            "SLOTS_PORT": str(port),
-            "SLOTS_LOG_LEVEL": "warning",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "slots_service", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+    def start() -> serving.Served:
+        served = serving.serve(
+            database_url,
+            redis_url,
+            tmp_path / "serve.log",
+            # every request of the crowd holds a connection at once
+            SLOTS_DB_POOL_SIZE="30",
+            SLOTS_IDEMPOTENCY_LEASE_SECONDS=str(LEASE_S),
         )
-        started.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    return proc, base
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {proc.returncode}")
-            time.sleep(0.1)
-        raise RuntimeError("server not ready")
+        started.append(served)
+        return served
 
     try:
         yield start
     finally:
-        for proc in started:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        for served in started:
+            served.kill()
 
 
 def client(base: str) -> httpx.AsyncClient:
@@ -140,7 +109,8 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
 ) -> None:
     bodies = [booking_body(person(), WEDNESDAY, "09:00") for _ in range(CROWD)]
     keys = [f"kill-{i}" for i in range(CROWD)]
-    proc, base = serve()
+    api = serve()
+    base = api.base
     db = await asyncpg.connect(database_url)
     try:
         async with client(base) as http:
@@ -175,8 +145,7 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
                     return bool(waiting == CROWD - BEFORE_KILL)
 
                 await eventually(queued, "the crowd to queue on the window")
-                os.killpg(proc.pid, signal.SIGKILL)  # the API's whole process group
-                proc.wait(5)
+                api.kill()  # SIGKILL the API's whole process group
                 lost = await asyncio.gather(*crowd, return_exceptions=True)
                 assert all(isinstance(r, httpx.TransportError) for r in lost), lost
                 # Half the dead requests' statements die too; the other half commit unanswered.
@@ -205,7 +174,7 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
         assert unanswered == (CROWD - BEFORE_KILL) // 2
         assert committed == CROWD - unanswered
 
-        _, base = serve()  # the same database and Redis
+        base = serve().base  # the same database and Redis
         async with client(base) as http:
             deadline = time.monotonic() + LEASE_S + 10
             retries = await asyncio.gather(

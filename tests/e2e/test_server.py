@@ -4,20 +4,15 @@ TCP like the platform's callers do."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from slots_service.devservers import free_port
 from tests.conftest import (
     ADMIN_KEY,
-    API_KEYS,
     NOW,
     OFFICE,
     OFFICE_ID,
@@ -27,53 +22,17 @@ from tests.conftest import (
     booking_body,
     person,
 )
+from tests.e2e import serving
 
 
 @pytest.fixture
-def server(database_url: str, redis_url: str) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SLOTS_API_KEYS": API_KEYS,
-        "SLOTS_PII_KEY": "e2e-pii-key-0123456789abcdef",
-        "SLOTS_TEST_CLOCK": "1",
-        "SLOTS_WORKERS": "2",
-        "SLOTS_PORT": str(port),
-        "SLOTS_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "slots_service", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+def server(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
+    served = serving.serve(database_url, redis_url, tmp_path / "serve.log")
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "exited")
-            asyncio.run(asyncio.sleep(0.1))
-        else:
-            raise RuntimeError("server not ready")
-        yield base
+        yield served.base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        if proc.stderr:
-            proc.stderr.close()
-    assert proc.returncode is not None
+        assert served.stop() is not None
+        assert served.errors() == ""
 
 
 @pytest.fixture

@@ -1,0 +1,78 @@
+"""`slots-service serve` as a real process for the end-to-end tests: started in its own process
+group against the test's Postgres and Valkey, ready once `/readyz` answers 200."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from slots_service.devservers import free_port
+from tests.conftest import API_KEYS
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+        self.proc, self.base, self.log = proc, base, log
+
+    def errors(self) -> str:
+        """What the server logged at ERROR level (unexpected faults)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(line for line in text.splitlines() if " ERROR " in line)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, then SIGKILL the group if it does not end in time; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (granian and its workers)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def serve(database_url: str, redis_url: str, log: Path, **env: str) -> Served:
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SLOTS_API_KEYS": API_KEYS,
+        "SLOTS_PII_KEY": "e2e-pii-key-0123456789abcdef",
+        "SLOTS_TEST_CLOCK": "1",
+        "SLOTS_WORKERS": "2",
+        "SLOTS_PORT": str(port),
+        "SLOTS_LOG_LEVEL": "warning",
+        **env,
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "slots_service", "serve"],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            start_new_session=True,
+        )
+    served = Served(proc, f"http://127.0.0.1:{port}", log)
+    for _ in range(300):
+        try:
+            if httpx.get(served.base + "/readyz", timeout=1).status_code == 200:
+                return served
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited with {proc.returncode}: {served.errors()}")
+        time.sleep(0.1)
+    served.kill()
+    raise RuntimeError("server not ready")
