@@ -151,6 +151,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slots-service: {exc}", file=sys.stderr)
         return 2
     configure(settings.log_level)
+    try:
+        return _run(parser, args, settings)
+    except ConfigError as exc:  # found once the servers answer (Redis's eviction policy)
+        print(f"slots-service: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _check_redis(settings: Settings) -> None:
+    """Before any worker starts: refuse a Redis that may evict the gate's counters."""
+    from .counters import Counters
+
+    counters = Counters(settings.redis_url, settings.redis_timeout_s)
+    try:
+        await counters.check_eviction(settings.redis_allow_eviction)
+    finally:
+        await counters.close()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dev":
         return dev(args)
     if args.command == "bench":
@@ -173,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_prepare(settings, demo=not args.no_demo))
         return 0
     if args.command == "serve":
+        asyncio.run(_check_redis(settings))
         serve(settings)
         return 0
     if args.command == "scheduler":

@@ -36,7 +36,8 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", tags=["operations"])
 async def readyz(state: State) -> Response[Ready]:
-    """200 when Postgres answers; Redis down is only `degraded`."""
+    """200 when Postgres answers; Redis down is only `degraded`, a Redis that may evict the
+    gate's counters (SLOTS_REDIS_ALLOW_EVICTION) `evicting`."""
     rt: Runtime = state.rt
     postgres = "ok"
     if state.shutting_down:
@@ -46,7 +47,10 @@ async def readyz(state: State) -> Response[Ready]:
             await rt.pool.fetchval(queries["ping"], timeout=2)
         except Exception:
             postgres = "unreachable"
-    redis = "ok" if await rt.counters.ping() else "degraded"
+    redis = "degraded"
+    if await rt.counters.ping():
+        policy = await rt.counters.eviction_policy()
+        redis = "ok" if policy in (None, "noeviction") else "evicting"
     status = 200 if postgres == "ok" else 503
     headers = {"Retry-After": "2"} if status == 503 else None
     return Response(Ready(postgres=postgres, redis=redis), status_code=status, headers=headers)

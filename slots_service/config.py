@@ -79,6 +79,8 @@ class Settings:
     scheduler_in_process: bool = False
     db_pool_size: int = 20
     redis_timeout_s: float = 0.5
+    # Run on a Redis whose maxmemory-policy may evict counters (warned, /readyz "evicting").
+    redis_allow_eviction: bool = False
     # Policy defaults (API.md "Policy defaults"), each overridable by environment.
     horizon_first_day: int = 1
     horizon_days: int = 14
@@ -182,6 +184,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         test_clock=env.get("SLOTS_TEST_CLOCK", "").lower() in _TRUE,
         scheduler_in_process=env.get("SLOTS_SCHEDULER_IN_PROCESS", "").lower() in _TRUE,
         redis_timeout_s=float(env.get("SLOTS_REDIS_TIMEOUT_S", Settings.redis_timeout_s)),
+        redis_allow_eviction=env.get("SLOTS_REDIS_ALLOW_EVICTION", "").lower() in _TRUE,
         horizon_opens_at=_hhmm(env, "SLOTS_HORIZON_OPENS_AT", Settings.horizon_opens_at),
         one_phone_per_identity=env.get("SLOTS_ONE_PHONE_PER_IDENTITY", "1").lower() in _TRUE,
         reminder_time=_hhmm(env, "SLOTS_REMINDER_TIME", Settings.reminder_time),

@@ -17,10 +17,11 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import errors, metrics
+from .config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Counters:
             self._rate = _script(self._client, "rate")
         self._down_until = 0.0
         self._slow = 0
+        self._warned_config = False
         metrics.redis_up.set(1 if url else 0)
 
     def _usable(self) -> bool:
@@ -165,6 +167,41 @@ class Counters:
             self._failed(exc)
             return 0
         return int(wait)
+
+    async def eviction_policy(self) -> str | None:
+        """Redis's `maxmemory-policy`; None when it cannot be read (Redis off or down, or a
+        managed Redis that forbids CONFIG GET)."""
+        if self._client is None:
+            return None
+        try:
+            found = await self._client.config_get("maxmemory-policy")
+        except ResponseError:  # CONFIG disabled or not permitted for this user
+            if not self._warned_config:
+                log.warning(
+                    "redis refuses CONFIG GET: cannot check that maxmemory-policy is noeviction;"
+                    " an evicted counter turns the gate into a lottery"
+                )
+                self._warned_config = True
+            return None
+        except (RedisError, OSError):
+            return None
+        policy = found.get("maxmemory-policy") if isinstance(found, dict) else None
+        return str(policy) if policy is not None else None
+
+    async def check_eviction(self, allow: bool) -> None:
+        """Refuse to start on a Redis that may evict the gate's counters: every policy but
+        `noeviction` may (they carry TTLs, so `volatile-*` evicts them too), and a lost
+        counter admits a crowd to Postgres at random. `allow` makes it a warning."""
+        policy = await self.eviction_policy()
+        if policy is None or policy == "noeviction":
+            return
+        message = (
+            f"redis maxmemory-policy is {policy!r}: it may evict the gate's counters; set it to"
+            " 'noeviction' (or SLOTS_REDIS_ALLOW_EVICTION=1 to run anyway)"
+        )
+        if not allow:
+            raise ConfigError(message)
+        log.warning(message)
 
     async def ping(self) -> bool:
         if self._client is None:

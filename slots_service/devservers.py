@@ -25,7 +25,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -40,8 +40,14 @@ _PG_SETTINGS = {
     "shared_buffers": "128MB",
 }
 _PG_FLAGS = [f"--{name}={value}" for name, value in _PG_SETTINGS.items()]
-_VALKEY_CONFIG = {"bind": "127.0.0.1", "save": "", "appendonly": "no", "daemonize": "no"}
-_VALKEY_FLAGS = [arg for name, value in _VALKEY_CONFIG.items() for arg in (f"--{name}", value)]
+# noeviction: the gate's counters must never be evicted (counters.check_eviction).
+_VALKEY_CONFIG = {
+    "bind": "127.0.0.1",
+    "save": "",
+    "appendonly": "no",
+    "daemonize": "no",
+    "maxmemory-policy": "noeviction",
+}
 # A minimal environment: no secret of ours reaches the servers, and initdb's defaults are fixed.
 _ENV = {"PATH": os.defpath, "LC_ALL": "C", "TZ": "UTC"}
 _used_ports: set[int] = set()
@@ -69,9 +75,17 @@ def free_port() -> int:
 class DevServers:
     """Start/stop an embedded PostgreSQL and Valkey bound to 127.0.0.1, data under `root`."""
 
-    def __init__(self, root: Path, *, postgres: bool = True, redis: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        postgres: bool = True,
+        redis: bool = True,
+        valkey_config: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = Path(root).absolute()
         self._want_pg, self._want_redis = postgres, redis
+        self._valkey_config = {**_VALKEY_CONFIG, **(valkey_config or {})}
         self._pg: Popen | None = None
         self._valkey: Popen | None = None
         self._pg_port: int | None = None
@@ -126,7 +140,8 @@ class DevServers:
         if server is None:
             raise RuntimeError(f"no valkey-server under {binaries}")
         files = ["--dir", str(data), "--pidfile", str(data / "valkey.pid")]
-        argv = [str(server), "--port", str(port), *files, *_VALKEY_FLAGS]
+        flags = [arg for name, value in self._valkey_config.items() for arg in (f"--{name}", value)]
+        argv = [str(server), "--port", str(port), *files, *flags]
         log = self.root / "valkey.log"
         self._valkey = _spawn(argv, log)
         _wait(lambda: _valkey_answers(port), self._valkey, log, "valkey", timeout=15)

@@ -35,9 +35,14 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
+        counters = Counters(settings.redis_url, settings.redis_timeout_s)
+        try:
+            await counters.check_eviction(settings.redis_allow_eviction)
+        except BaseException:
+            await counters.close()
+            raise
         pool = await create_pool(settings.database_url, settings.db_pool_size)
         clock: Clock = TestClock(pool) if settings.test_clock else RealClock()
-        counters = Counters(settings.redis_url, settings.redis_timeout_s)
         return cls(settings, pool, counters, Catalog(pool), clock)
 
     async def close(self) -> None:
