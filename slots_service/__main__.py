@@ -164,6 +164,7 @@ async def _check_redis(settings: Settings) -> None:
 
     counters = Counters(settings.redis_url, settings.redis_timeout_s)
     try:
+        await counters.start()
         await counters.check_eviction(settings.redis_allow_eviction)
     finally:
         await counters.close()

