@@ -1,4 +1,4 @@
-"""CLI: dev | serve | scheduler | migrate | seed | bench."""
+"""CLI: dev | serve | drain | scheduler | migrate | seed | bench."""
 
 from __future__ import annotations
 
@@ -18,33 +18,45 @@ log = logging.getLogger("slots_service")
 
 
 def serve(settings: Settings) -> None:
-    """The API under granian, until SIGINT/SIGTERM."""
-    from granian import Granian
+    """The API under granian, until SIGINT/SIGTERM (SIGTERM drains first: see drain.py)."""
+    import multiprocessing
+
     from granian.constants import Interfaces, Loops
 
-    Granian(
-        "slots_service.app:asgi_app",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=settings.workers,
-        loop=Loops.uvloop,
-        websockets=False,
-        backlog=2048,
-        log_access=False,
-    ).serve()
+    from . import drain
+
+    # Fresh worker processes: each imports prometheus_client only once the environment names
+    # the shared metrics directory (a forked worker would inherit in-memory values).
+    multiprocessing.set_start_method("spawn", force=True)
+    path = drain.prepare(settings)
+    try:
+        drain.server(
+            settings,
+            path,
+            target="slots_service.app:asgi_app",
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=settings.workers,
+            loop=Loops.uvloop,
+            websockets=False,
+            backlog=2048,
+            log_access=False,
+        ).serve()
+    finally:
+        drain.clear(path)
 
 
 async def _scheduler(settings: Settings) -> None:
     from prometheus_client import start_http_server
 
     from .jobs import Scheduler
-    from .metrics import registry
+    from .metrics import scrape_registry
     from .runtime import Runtime
 
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        start_http_server(settings.metrics_port, addr=settings.host, registry=scrape_registry())
     rt = await Runtime.start(settings)
     scheduler = Scheduler(rt)
     scheduler.start()
@@ -124,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     p_dev.add_argument("--data", default=".devdata", help="where the embedded servers live")
     sub.add_parser("serve", help="the API only, against DATABASE_URL and REDIS_URL")
     sub.add_parser("scheduler", help="the scheduled jobs (one leader among replicas)")
+    p_drain = sub.add_parser(
+        "drain", help="preStop hook: /readyz of the serve on SLOTS_PORT answers 503, then wait"
+    )
+    p_drain.add_argument(
+        "--seconds", type=float, default=None, help="how long to wait (SLOTS_DRAIN_SECONDS)"
+    )
     sub.add_parser("migrate", help="apply SQL migrations under an advisory lock")
     p_seed = sub.add_parser("seed", help="migrate, load the demo catalog, open the horizon")
     p_seed.add_argument("--no-demo", action="store_true", help="skip the demo catalog")
@@ -150,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"slots-service: {exc}", file=sys.stderr)
         return 2
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format, settings.access_log)
     try:
         return _run(parser, args, settings)
     except ConfigError as exc:  # found once the servers answer (Redis's eviction policy)
@@ -173,6 +191,10 @@ async def _check_redis(settings: Settings) -> None:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dev":
         return dev(args)
+    if args.command == "drain":
+        from .drain import drain_command
+
+        return drain_command(settings, args.seconds)
     if args.command == "bench":
         from .bench import run as run_bench
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,13 +17,14 @@ from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import booking, errors, metrics, openapi, problems, routes
+from . import booking, drain, errors, metrics, openapi, problems, routes
 from .auth import Keys
 from .config import Settings
 from .db import queries
 from .jobs import Scheduler
+from .logs import log_request
 from .models import Ready
 from .runtime import Runtime
 
@@ -40,7 +43,7 @@ async def readyz(state: State) -> Response[Ready]:
     gate's counters (SLOTS_REDIS_ALLOW_EVICTION) `evicting`."""
     rt: Runtime = state.rt
     postgres = "ok"
-    if state.shutting_down:
+    if state.shutting_down or drain.draining(rt.settings):
         postgres = "shutting_down"
     else:
         try:
@@ -57,19 +60,40 @@ async def readyz(state: State) -> Response[Ready]:
 
 
 @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST)
-async def metrics_text() -> Response[bytes]:
-    """Prometheus text exposition."""
+async def metrics_text(state: State) -> Response[bytes]:
+    """Prometheus text exposition: every worker's counts under `serve` (multiprocess mode)."""
+    rt: Runtime | None = getattr(state, "rt", None)
+    if rt is not None:
+        metrics.observe_pool(rt.pool)
     # Set the header itself: Litestar would append a second charset to a text/* media type,
     # and Prometheus refuses to parse such a Content-Type.
     return Response(
-        generate_latest(metrics.registry),
+        metrics.exposition(),
         media_type=CONTENT_TYPE_LATEST,
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )
 
 
+_REQUEST_ID = re.compile(r"[!-~](?:[ -~]{0,126}[!-~])?")
+# The booking a response is about: its path names it, or a created booking's body starts so.
+_BOOKING_BODY = re.compile(rb'\{"id":"([A-Za-z0-9_-]{1,64})"')
+_BOOKING_ROUTES = frozenset({"/v1/bookings"})
+
+
+def request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is 1-128 printable characters, else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
 def latency_middleware(app: ASGIApp) -> ASGIApp:
-    """Observe every HTTP request's latency by route template and status."""
+    """Every HTTP request: its latency observed by route template and status, X-Request-ID
+    answered, one JSON line logged (logs.log_request)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -77,11 +101,22 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
             return
         started = time.perf_counter()
         status = 500
+        rid = request_id(scope)
+        booking_id: str | None = None
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, booking_id
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+            elif (
+                message["type"] == "http.response.body"
+                and booking_id is None
+                and status < 300
+                and scope.get("path_template") in _BOOKING_ROUTES
+            ):
+                found = _BOOKING_BODY.match(message.get("body", b"")[:96])
+                booking_id = found.group(1).decode() if found else None
             await send(message)
 
         try:
@@ -89,9 +124,14 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
         finally:
             route = scope.get("path_template") or "unmatched"
             method = str(scope.get("method", "GET"))
-            metrics.http_latency.labels(method, route, str(status)).observe(
-                time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            metrics.http_latency.labels(method, route, str(status)).observe(elapsed)
+            if booking_id is None and route.startswith("/v1/bookings/{booking_id"):
+                booking_id = str((scope.get("path_params") or {}).get("booking_id", "")) or None
+            log_request(method, route, status, elapsed, rid, booking_id)
+            rt: Runtime | None = getattr(scope["app"].state, "rt", None)
+            if rt is not None:
+                metrics.observe_pool(rt.pool)
 
     return middleware
 
@@ -192,5 +232,5 @@ def asgi_app() -> Any:
     from .logs import configure
 
     settings = load_settings()
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format, settings.access_log)
     return create_app(settings)

@@ -69,6 +69,17 @@ class Settings:
     # The scheduler process serves /metrics here (the API serves it on its own port).
     metrics_port: int = 9100
     log_level: str = "info"
+    # text (`<time> LEVEL name message`) or json, one object a line; request lines are JSON.
+    log_format: str = "text"
+    access_log: bool = True  # one JSON line per HTTP request (SLOTS_ACCESS_LOG=0: none)
+    # Where `serve` keeps the workers' shared files (metrics, the draining mark); empty:
+    # <tempdir>/slots-service-<port>. Only serve sets it for its workers.
+    runtime_dir: str = ""
+    # On SIGTERM: /readyz answers 503 this long before serving stops (at once when the preStop
+    # `slots-service drain` did that already); then in-flight requests get
+    # workers_kill_timeout seconds to finish before a worker is killed.
+    drain_seconds: float = 5.0
+    workers_kill_timeout: int = 10
     # The zone of instants that belong to no office (a person's block end).
     timezone: str = "Asia/Shanghai"
     api_keys: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)
@@ -131,6 +142,7 @@ _INT_POLICIES = {
     "workers": "SLOTS_WORKERS",
     "metrics_port": "SLOTS_METRICS_PORT",
     "db_pool_size": "SLOTS_DB_POOL_SIZE",
+    "workers_kill_timeout": "SLOTS_WORKERS_KILL_TIMEOUT",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -144,6 +156,26 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer") from None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"{name} must be between 0 and 3600")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = (env.get(name) or default).lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}")
+    return raw
 
 
 def _hhmm(env: Mapping[str, str], name: str, default: str) -> str:
@@ -176,6 +208,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=env.get("REDIS_URL", ""),
         host=env.get("SLOTS_HOST", Settings.host),
         log_level=env.get("SLOTS_LOG_LEVEL", Settings.log_level),
+        log_format=_choice(env, "SLOTS_LOG_FORMAT", ("text", "json"), Settings.log_format),
+        access_log=env.get("SLOTS_ACCESS_LOG", "1").lower() in _TRUE,
+        runtime_dir=env.get("SLOTS_RUNTIME_DIR", Settings.runtime_dir),
+        drain_seconds=_seconds(env, "SLOTS_DRAIN_SECONDS", Settings.drain_seconds),
         timezone=env.get("SLOTS_TIMEZONE", Settings.timezone),
         api_keys=parse_api_keys(env.get("SLOTS_API_KEYS", "")),
         pii_key=Secret(pii),

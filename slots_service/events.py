@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from . import errors
+from . import errors, metrics
 from .db import connection, queries
 from .models import Event, EventPage
 from .render import instant
@@ -103,13 +103,17 @@ async def deliver_webhooks(rt: Runtime, stop: asyncio.Event) -> None:
                         },
                     )
                     response.raise_for_status()
+                    metrics.webhook_deliveries.labels("ok").inc()
+                    metrics.webhook_delivered(event.occurred_at)
                     xid, event_id = parse_cursor(event_cursor)
                     async with connection(rt.pool) as conn:
                         await conn.execute(queries["webhook_cursor_set"], xid, event_id)
                 backoff = 1.0
                 if not batch:
+                    metrics.webhook_lag.set(0)
                     await _sleep(stop, 1.0)
             except Exception as exc:
+                metrics.webhook_deliveries.labels("error").inc()
                 log.warning(
                     "webhook delivery failed (%s), retrying in %.0fs", type(exc).__name__, backoff
                 )

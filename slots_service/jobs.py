@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -154,13 +155,17 @@ JOBS: dict[str, Job] = {
 async def run_job(rt: Runtime, name: str) -> dict[str, int]:
     job = JOBS[name]
     now = await rt.clock.now()
+    started = time.perf_counter()
     try:
         result = await job(rt, now)
     except Exception as exc:
+        metrics.job_duration.labels(name).observe(time.perf_counter() - started)
         metrics.job_runs.labels(name, "error").inc()
         log_fault(log, f"job {name} failed", exc)
         raise
+    metrics.job_duration.labels(name).observe(time.perf_counter() - started)
     metrics.job_runs.labels(name, "ok").inc()
+    metrics.job_last_success.labels(name).set_to_current_time()
     log.info("job %s: %s", name, result)
     return result
 

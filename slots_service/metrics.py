@@ -1,8 +1,22 @@
-"""Prometheus collectors, defined once."""
+"""Prometheus collectors, defined once.
+
+Under `slots-service serve` every granian worker is its own process: serve sets
+PROMETHEUS_MULTIPROC_DIR (wiped at start) before it spawns them, each worker's values live in
+files there, and a scrape of any worker adds up all of them (`exposition`). Gauges say how
+(`multiprocess_mode`); a dead worker's live gauges are dropped (`mark_process_dead` in the
+serve process). Without the directory (tests, `slots-service scheduler`) values stay in memory.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import time
+from datetime import datetime
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .config import environment
 
 registry = CollectorRegistry(auto_describe=True)
 
@@ -18,7 +32,12 @@ gate = Counter(
     ["result"],
     registry=registry,
 )
-redis_up = Gauge("slots_redis_up", "1 while Redis answers, 0 while degraded.", registry=registry)
+redis_up = Gauge(
+    "slots_redis_up",
+    "1 while Redis answers, 0 while degraded (the lowest of the live workers).",
+    registry=registry,
+    multiprocess_mode="livemin",
+)
 http_latency = Histogram(
     "slots_http_request_duration_seconds",
     "HTTP request latency by route template, method and status.",
@@ -32,10 +51,25 @@ job_runs = Counter(
     ["job", "outcome"],
     registry=registry,
 )
+job_duration = Histogram(
+    "slots_job_duration_seconds",
+    "Job run durations by job.",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+    registry=registry,
+)
+job_last_success = Gauge(
+    "slots_job_last_success_timestamp_seconds",
+    "Unix time of each job's last successful run.",
+    ["job"],
+    registry=registry,
+    multiprocess_mode="max",
+)
 scheduler_leader = Gauge(
     "slots_scheduler_leader",
     "1 while this process holds the scheduler leader lock.",
     registry=registry,
+    multiprocess_mode="livemax",
 )
 reconcile_corrected = Counter(
     "slots_reconcile_corrected",
@@ -45,3 +79,73 @@ reconcile_corrected = Counter(
 events_published = Counter(
     "slots_events", "Events written to the outbox by type.", ["type"], registry=registry
 )
+webhook_deliveries = Counter(
+    "slots_webhook_deliveries",
+    "Webhook deliveries by outcome: ok (2xx), error (refused, timed out, not recorded).",
+    ["outcome"],
+    registry=registry,
+)
+webhook_lag = Gauge(
+    "slots_webhook_lag_seconds",
+    "Seconds between the last delivered event's occurrence and its delivery; 0 when caught up.",
+    registry=registry,
+    multiprocess_mode="livemax",
+)
+db_pool_size = Gauge(
+    "slots_db_pool_connections",
+    "Postgres connections open in the API's pools (all live workers).",
+    registry=registry,
+    multiprocess_mode="livesum",
+)
+db_pool_idle = Gauge(
+    "slots_db_pool_idle_connections",
+    "Postgres connections open and idle in the API's pools (all live workers).",
+    registry=registry,
+    multiprocess_mode="livesum",
+)
+db_pool_max = Gauge(
+    "slots_db_pool_max_connections",
+    "The pools' ceiling (SLOTS_DB_POOL_SIZE times the live workers).",
+    registry=registry,
+    multiprocess_mode="livesum",
+)
+
+
+def multiprocess_dir() -> str:
+    """The directory every worker writes its values to, or "" (values in memory)."""
+    return environment().get("PROMETHEUS_MULTIPROC_DIR", "")
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What a scrape reads: all workers' files in multiprocess mode, else this process."""
+    path = multiprocess_dir()
+    if not path:
+        return registry
+    found = CollectorRegistry()
+    MultiProcessCollector(found, path=path)  # type: ignore[no-untyped-call]
+    return found
+
+
+def exposition() -> bytes:
+    return generate_latest(scrape_registry())
+
+
+class _Pool(Protocol):
+    def get_size(self) -> int: ...
+    def get_idle_size(self) -> int: ...
+    def get_max_size(self) -> int: ...
+
+
+def observe_pool(pool: _Pool) -> None:
+    db_pool_size.set(pool.get_size())
+    db_pool_idle.set(pool.get_idle_size())
+    db_pool_max.set(pool.get_max_size())
+
+
+def webhook_delivered(occurred_at: str) -> None:
+    """An event delivered: it waited this long since it occurred (by the wall clock)."""
+    try:
+        lag = time.time() - datetime.fromisoformat(occurred_at).timestamp()
+    except ValueError:
+        return
+    webhook_lag.set(max(lag, 0.0))

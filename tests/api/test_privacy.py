@@ -1,12 +1,14 @@
 """Identity numbers are stored only as an HMAC and a masked form; names, phones and identity
 numbers never reach the logs."""
 
+import json
 import logging
 
 import asyncpg
 import httpx
 import pytest
 
+from slots_service.logs import access, json_formatter
 from tests.conftest import booking_body
 
 ID_NUMBER = "M92839408"
@@ -17,9 +19,14 @@ TABLES = ["people", "bookings", "events", "idempotency_keys"]
 
 
 async def test_no_identity_number_or_phone_at_rest_and_nothing_in_logs(
-    catalog: httpx.AsyncClient, database_url: str, caplog: pytest.LogCaptureFixture
+    catalog: httpx.AsyncClient,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # The request lines reach caplog whatever an earlier `configure` did to their logger.
+    monkeypatch.setattr(access, "propagate", True)
     created = await catalog.post(
         "/v1/bookings", json=booking_body(WHO), headers={"Idempotency-Key": "privacy-1"}
     )
@@ -47,7 +54,15 @@ async def test_no_identity_number_or_phone_at_rest_and_nothing_in_logs(
                 assert leaks == 0, f"{secret} stored in {table}"
     finally:
         await conn.close()
-    logged = caplog.text
+    # Every line as the service writes it in JSON, extras included (the request lines' fields).
+    as_json = json_formatter()
+    lines = [as_json.format(r) for r in caplog.records]
+    logged = caplog.text + "\n".join(lines)
     assert logged  # the service did log (jobs, requests), just not these
+    requests = [json.loads(line) for line in lines if '"slots_service.access"' in line]
+    assert len(requests) >= 5  # one line per request, the ones above among them
+    booked = [r for r in requests if r["route"] == "/v1/bookings" and r["status"] == 201]
+    assert [r["booking_id"] for r in booked] == [created.json()["id"]]
+    assert created.headers["x-request-id"] in {r["request_id"] for r in requests}
     for secret in (ID_NUMBER, NAME, PHONE):
         assert secret not in logged

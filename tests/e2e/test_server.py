@@ -4,12 +4,14 @@ TCP like the platform's callers do."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     ADMIN_KEY,
@@ -26,13 +28,18 @@ from tests.e2e import serving
 
 
 @pytest.fixture
-def server(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
-    served = serving.serve(database_url, redis_url, tmp_path / "serve.log")
+def served(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[serving.Served]:
+    served = serving.serve(database_url, redis_url, tmp_path / "serve.log", SLOTS_DRAIN_SECONDS="0")
     try:
-        yield served.base
+        yield served
     finally:
-        assert served.stop() is not None
+        assert served.stop() == 0
         assert served.errors() == ""
+
+
+@pytest.fixture
+def server(served: serving.Served) -> str:
+    return served.base
 
 
 @pytest.fixture
@@ -79,12 +86,80 @@ async def test_every_worker_sees_the_same_test_clock(http: httpx.AsyncClient) ->
     assert {r.json()["now"] for r in seen} == {instant}
 
 
-async def test_metrics_count_bookings_by_outcome(http: httpx.AsyncClient) -> None:
-    await http.post("/v1/bookings", json=booking_body(person()))
-    text = ""
-    for _ in range(6):  # two workers: each keeps its own registry; ask until we hit the one
-        text = (await http.get("/metrics")).text
-        if 'slots_bookings_total{outcome="created"}' in text:
+async def test_one_scrape_counts_what_both_workers_did(
+    http: httpx.AsyncClient, served: serving.Served
+) -> None:
+    """prometheus-client multiprocess mode: any worker's /metrics adds up every worker's."""
+    headers = {"Connection": "close"}  # a connection each: both workers take some
+    responses: list[httpx.Response] = []
+    booked_by: set[int] = set()
+    for _ in range(10):  # rounds until both workers booked (the kernel picks who accepts)
+        responses += await asyncio.gather(
+            *(
+                http.post("/v1/bookings", json=booking_body(person()), headers=headers)
+                for _ in range(20)
+            )
+        )
+        lines = [json.loads(x) for x in served.log.read_text().splitlines() if '"route"' in x]
+        booked_by = {line["pid"] for line in lines if line["route"] == "/v1/bookings"}
+        if len(booked_by) == 2:
             break
-    assert 'slots_bookings_total{outcome="created"} 1.0' in text
-    assert "slots_http_request_duration_seconds_bucket" in text
+    assert len(booked_by) == 2, "both workers served bookings"
+    attempts = len(responses)
+    outcomes = Counter(r.status_code for r in responses)
+    assert outcomes == Counter({201: 3, 409: attempts - 3})
+
+    text = (await http.get("/metrics")).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float | None:
+        return samples.get((name, tuple(sorted(labels.items()))))
+
+    assert value("slots_bookings_total", outcome="created") == 3
+    assert value("slots_bookings_total", outcome="slot_full") == attempts - 3
+    # One gate answer per attempt (which ones depends on who opened the day first).
+    gate = {k[1]: v for k, v in samples.items() if k[0] == "slots_redis_gate_total"}
+    assert sum(gate.values()) == attempts, gate
+    route = {"method": "POST", "route": "/v1/bookings"}
+    assert value("slots_http_request_duration_seconds_count", **route, status="201") == 3
+    assert value("slots_http_request_duration_seconds_count", **route, status="409") == attempts - 3
+    assert value("slots_events_total", type="booking.created") == 3
+    assert value("slots_redis_up") == 1
+    assert value("slots_scheduler_leader") == 0  # no scheduler in the API processes
+    pool = value("slots_db_pool_connections")
+    assert pool is not None
+    assert pool >= 1
+    assert value("slots_db_pool_max_connections") == 2 * 20  # two live workers
+
+
+async def test_every_request_is_one_json_line_with_its_request_id(
+    http: httpx.AsyncClient, served: serving.Served
+) -> None:
+    given = await http.get("/healthz", headers={"X-Request-ID": "caller-id-1"})
+    assert given.headers["x-request-id"] == "caller-id-1"
+    made = await http.get("/healthz", headers={"X-Request-ID": "x" * 129})
+    assert made.headers["x-request-id"] != "x" * 129
+    assert len(made.headers["x-request-id"]) == 32
+    created = await http.post("/v1/bookings", json=booking_body(person()))
+    assert created.status_code == 201
+    booking_id = created.json()["id"]
+    got = await http.get(f"/v1/bookings/{booking_id}")
+    assert got.status_code == 200
+    lines = [json.loads(line) for line in served.log.read_text().splitlines() if '"route"' in line]
+    by_id = {line["request_id"]: line for line in lines}
+    assert by_id["caller-id-1"]["route"] == "/healthz"
+    assert by_id["caller-id-1"]["status"] == 200
+    assert by_id[made.headers["x-request-id"]]["route"] == "/healthz"
+    booked = by_id[created.headers["x-request-id"]]
+    assert booked["route"] == "/v1/bookings"
+    assert booked["method"] == "POST"
+    assert booked["status"] == 201
+    assert booked["booking_id"] == booking_id
+    assert booked["duration_ms"] > 0
+    assert by_id[got.headers["x-request-id"]]["booking_id"] == booking_id
+    requests = [r for r in lines if r["route"] != "unmatched"]
+    assert len({r["request_id"] for r in requests}) == len(requests)  # one line per request
