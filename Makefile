@@ -24,7 +24,7 @@ dev: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict slots_service
+	$(BIN)/mypy --strict slots_service tests
 	$(BIN)/bandit -q -c pyproject.toml -r slots_service
 
 # The suite starts its own Postgres and Valkey in each xdist worker; schemathesis included.

@@ -16,10 +16,10 @@ from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import booking, drain, errors, metrics, openapi, problems, routes
+from . import drain, errors, metrics, openapi, problems, routes
 from .auth import Keys
 from .config import Settings
 from .db import queries
@@ -136,22 +136,46 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-async def strict_body(request: Request[Any, Any, Any]) -> None:
-    """Refuse a body of wrong types before Litestar reads it: Litestar converts bodies laxly
-    (`"3"` to 3, `1` to true), and API.md answers wrong types with 400."""
-    data = request.route_handler.parsed_fn_signature.parameters.get("data")
-    if data is None:
-        return
-    body = await request.body()
-    if not body:
-        return
+class StrictRequest(Request[Any, Any, Any]):
+    """A request whose JSON body is decoded once, strictly, into the handler's Struct.
+
+    Litestar would decode to builtins and then convert laxly (`"3"` to 3, `1` to true); API.md
+    answers wrong types with 400. The Struct decoded here is what Litestar hands the handler
+    (its conversion passes a value of the right type through untouched)."""
+
+    async def json(self) -> Any:
+        data = self.route_handler.parsed_fn_signature.parameters.get("data")
+        if data is None:
+            return await super().json()
+        if self._json is Empty:
+            body = await self.body()
+            annotation = data.annotation
+            self._json = _strict(_decoder(annotation), body, annotation) if body else None
+        return self._json
+
+
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(annotation: Any) -> msgspec.json.Decoder[Any]:
+    found = _decoders.get(annotation)
+    if found is None:
+        found = _decoders[annotation] = msgspec.json.Decoder(annotation)
+    return found
+
+
+def _strict(decoder: msgspec.json.Decoder[Any], body: bytes, annotation: Any) -> Any:
     try:
-        msgspec.json.decode(body, type=data.annotation)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        if not _fits_with_whole_numbers(body, data.annotation):
+        # JSON Schema, and so the OpenAPI document, counts `3.0` as an integer; msgspec's
+        # strict decoding does not. Tried only once the strict decode refused the body.
+        try:
+            return msgspec.convert(_whole_numbers(msgspec.json.decode(body)), annotation)
+        except (msgspec.ValidationError, msgspec.DecodeError):
             raise errors.InvalidRequest(f"data: {exc}") from None
-    except msgspec.DecodeError:
-        return  # malformed JSON: Litestar's own answer (400) follows
+    except msgspec.DecodeError as exc:
+        raise errors.InvalidRequest(f"JSON is malformed: {exc}") from None
 
 
 def _whole_numbers(value: Any) -> Any:
@@ -162,16 +186,6 @@ def _whole_numbers(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _whole_numbers(v) for k, v in value.items()}
     return value
-
-
-def _fits_with_whole_numbers(body: bytes, annotation: Any) -> bool:
-    """JSON Schema counts `3.0` as an integer, and so does the OpenAPI document; msgspec's
-    strict decoding does not. Asked only once the strict decode refused the body."""
-    try:
-        msgspec.convert(_whole_numbers(msgspec.json.decode(body)), type=annotation, strict=True)
-    except (msgspec.ValidationError, msgspec.DecodeError):  # `2<garbage>`: typed decode saw 2
-        return False
-    return True
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -195,7 +209,6 @@ def create_app(settings: Settings) -> Litestar:
             app.state.shutting_down = True
             if scheduler is not None:
                 await scheduler.stop()
-            await booking.finish_background()
             await rt.close()
 
     openapi_config = OpenAPIConfig(
@@ -214,7 +227,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[healthz, readyz, metrics_text, *routes.handlers],
         dependencies=routes.dependencies,
         exception_handlers=problems.handlers,
-        before_request=strict_body,
+        request_class=StrictRequest,
         lifespan=[lifespan],
         middleware=[latency_middleware],
         openapi_config=openapi_config,

@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 
 from . import errors
-from .db import queries
+from .db import connection, queries
 from .models import CancelCutoff, HoursRange, OfficeIn, OfficeOut, ServiceIn, ServiceOut
 
 _CACHE_SECONDS = 5.0
@@ -102,7 +102,7 @@ class Catalog:
                 log.warning("catalog reload failed: %s", type(exc).__qualname__)
 
     async def _reload(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             offices = await conn.fetch(queries["all_offices"])
             services = await conn.fetch(queries["all_services"])
         self._offices = {
@@ -162,33 +162,35 @@ class Catalog:
         return sorted(self._services.values(), key=lambda s: s.id)
 
     async def put_service(self, service_id: str, body: ServiceIn, now: object) -> Service:
-        await self._pool.execute(
-            queries["upsert_service"],
-            service_id,
-            body.name,
-            msgspec.to_builtins(body.cancel_cutoff),
-            body.max_party_size,
-            body.requires_reference,
-            now,
-        )
+        async with connection(self._pool) as conn:
+            await conn.execute(
+                queries["upsert_service"],
+                service_id,
+                body.name,
+                msgspec.to_builtins(body.cancel_cutoff),
+                body.max_party_size,
+                body.requires_reference,
+                now,
+            )
         self.invalidate()
         return await self.service(service_id)
 
     async def put_office(self, office_id: str, body: OfficeIn, now: object) -> Office:
         zone(body.timezone)
-        known = {r["id"] for r in await self._pool.fetch(queries["service_ids"], body.services)}
-        missing = [s for s in body.services if s not in known]
-        if missing:
-            raise errors.InvalidRequest(f"unknown services {missing}; PUT them first")
-        await self._pool.execute(
-            queries["upsert_office"],
-            office_id,
-            body.name,
-            body.timezone,
-            body.services,
-            body.window_minutes,
-            msgspec.to_builtins(body.hours),
-            now,
-        )
+        async with connection(self._pool) as conn:
+            known = {r["id"] for r in await conn.fetch(queries["service_ids"], body.services)}
+            missing = [s for s in body.services if s not in known]
+            if missing:
+                raise errors.InvalidRequest(f"unknown services {missing}; PUT them first")
+            await conn.execute(
+                queries["upsert_office"],
+                office_id,
+                body.name,
+                body.timezone,
+                body.services,
+                body.window_minutes,
+                msgspec.to_builtins(body.hours),
+                now,
+            )
         self.invalidate()
         return await self.office(office_id)

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import asyncpg
 
-from .db import queries
+from .db import connection, queries
 
 
 class Clock(Protocol):
@@ -29,14 +29,17 @@ class TestClock:
         self._pool = pool
 
     async def now(self) -> datetime:
-        value = await self._pool.fetchval(queries["clock_now"])
+        async with connection(self._pool) as conn:
+            value = await conn.fetchval(queries["clock_now"])
         if value is None:
             return datetime.now(UTC)
         assert isinstance(value, datetime)
         return value
 
     async def set(self, instant: datetime) -> None:
-        await self._pool.execute(queries["clock_set"], instant)
+        async with connection(self._pool) as conn:
+            await conn.execute(queries["clock_set"], instant)
 
     async def reset(self) -> None:
-        await self._pool.execute(queries["clock_reset"])
+        async with connection(self._pool) as conn:
+            await conn.execute(queries["clock_reset"])

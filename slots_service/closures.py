@@ -72,7 +72,7 @@ async def _change_day(
 
     cancelled = await in_transaction(rt.pool, work)
     for office_id in cancelled:  # the closed windows' counters drop, freed seats come back
-        await rt.fill_counters(office_id, day, replace=True)
+        await rt.seats.fill(office_id, day, replace=True)
     return sum(cancelled.values())
 
 
@@ -127,14 +127,14 @@ async def set_capacity(
     rt: Runtime, office: Office, day: date, start: str, capacity: int, now: datetime
 ) -> WindowOut:
     """Change one window's seats; below the seats sold it only stops new bookings."""
-    await rt.ensure_horizon(office, now)
+    await rt.days.ensure_horizon(office, now)
     async with connection(rt.pool) as conn:
         row = await conn.fetchrow(
             queries["set_capacity"], office.id, day, parse_start(start), capacity
         )
     if row is None:
         raise errors.NotFound(f"{office.id} has no window at {start} on {day}")
-    await rt.fill_counters(office.id, day, replace=True)
+    await rt.seats.fill(office.id, day, replace=True)
     return WindowOut(
         start=hhmm(row["start_time"]),
         end=hhmm(row["end_time"]),

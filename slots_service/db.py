@@ -17,14 +17,29 @@ from . import errors
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+_BLOCK = re.compile(r"^-- (name|fragment): ([a-z_]+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"\{([a-z_]+)\}")
 MIGRATION_LOCK = 0x510751  # advisory lock key for `migrate`
 
 
 def load_queries(text: str) -> dict[str, str]:
-    """Split `-- name: x` blocks (procrastinate's style) into {name: sql}."""
-    parts = _NAME.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    """Split `-- name: x` blocks (procrastinate's style) into {name: sql}; a `-- fragment: x`
+    block is included where a query says `{x}`."""
+    parts = _BLOCK.split(text)
+    blocks = zip(parts[1::3], parts[2::3], parts[3::3], strict=True)
+    fragments: dict[str, str] = {}
+    named: dict[str, str] = {}
+    for kind, name, body in blocks:
+        if kind == "fragment":  # included inline: its comments stay in queries.sql
+            lines = (line for line in body.splitlines() if not line.startswith("--"))
+            fragments[name] = "\n".join(lines).strip()
+        else:
+            named[name] = body.strip()
+
+    def include(match: re.Match[str]) -> str:
+        return fragments.get(match.group(1), match.group(0))
+
+    return {name: _INCLUDE.sub(include, body) for name, body in named.items()}
 
 
 queries = load_queries(resources.files(__package__).joinpath("sql/queries.sql").read_text())
@@ -67,6 +82,8 @@ _CONSTRAINT_ERRORS: dict[str, Callable[[], errors.DomainError]] = {
     "bookings_daily_limit": errors.DailyLimitReached,
     "people_phone_bound": errors.PhoneBoundToOtherPerson,
     "windows_not_oversold": errors.SlotFull,
+    # which booking is found by the rule that meets it (booking.py)
+    "bookings_one_active_per_service": lambda: errors.ActiveBookingExists(None),
 }
 
 _UNAVAILABLE = (
@@ -94,11 +111,7 @@ def translate(exc: BaseException) -> errors.DomainError | None:
     if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
         name = getattr(exc, "constraint_name", None) or ""
         factory = _CONSTRAINT_ERRORS.get(name)
-        if factory is not None:
-            return factory()
-        if name == "bookings_one_active_per_service":
-            return errors.ActiveBookingExists(None)
-        return None
+        return factory() if factory is not None else None
     if isinstance(exc, _UNSTORABLE):
         return errors.InvalidRequest("the request holds a value that cannot be stored")
     if isinstance(exc, (_UNAVAILABLE, asyncpg.exceptions.PostgresConnectionError)):

@@ -1,4 +1,9 @@
-"""Domain errors, one class per stable API `code`; the docstring is the default detail."""
+"""Domain errors, one class per stable API `code`; the docstring is the default detail.
+
+An error carries its `code`, a `detail` and the extra members a caller may read (`booking_id`,
+`blocked_until`, ...), nothing of HTTP: `problems.py` maps each class to a status, a title and
+headers in one table.
+"""
 
 from __future__ import annotations
 
@@ -8,49 +13,41 @@ from typing import Any, ClassVar
 class DomainError(Exception):
     """Something went wrong."""
 
-    status: ClassVar[int] = 400
     code: ClassVar[str] = "invalid_request"
-    title: ClassVar[str] = "Bad request"
-    headers: dict[str, str]
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
-        self.detail = detail or (self.__doc__ or self.title).strip()
+        self.detail = detail or (self.__doc__ or self.code).strip()
         self.extra = extra
-        self.headers = {}
         super().__init__(self.detail)
 
-    # Problems that are stored as an idempotent result (a retry sees them again).
-    replayable: ClassVar[bool] = True
+    @classmethod
+    def restore(cls, detail: str, extra: dict[str, Any]) -> DomainError:
+        """The error as it was raised before (an idempotent refusal replayed)."""
+        error = cls.__new__(cls)
+        DomainError.__init__(error, detail, **extra)
+        return error
 
 
 class InvalidRequest(DomainError):
     """The request is malformed."""
 
-    replayable = False
-
 
 class Unauthorized(DomainError):
     """A valid API key is required."""
 
-    status, code, title = 401, "unauthorized", "Unauthorized"
-    replayable = False
-
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail)
-        self.headers["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names its scheme
+    code = "unauthorized"
 
 
 class Forbidden(DomainError):
     """This API key lacks the scope this action needs."""
 
-    status, code, title = 403, "forbidden", "Forbidden"
-    replayable = False
+    code = "forbidden"
 
 
 class PersonBlocked(DomainError):
     """This person may not book until the block ends."""
 
-    status, code, title = 403, "person_blocked", "Person blocked"
+    code = "person_blocked"
 
     def __init__(self, blocked_until: str) -> None:
         super().__init__(blocked_until=blocked_until)
@@ -59,19 +56,19 @@ class PersonBlocked(DomainError):
 class NotFound(DomainError):
     """No such resource."""
 
-    status, code, title = 404, "not_found", "Not found"
+    code = "not_found"
 
 
 class SlotFull(DomainError):
     """The window has fewer seats left than the party needs."""
 
-    status, code, title = 409, "slot_full", "Window full"
+    code = "slot_full"
 
 
 class ActiveBookingExists(DomainError):
     """This person already holds a booking for this service."""
 
-    status, code, title = 409, "active_booking_exists", "Active booking exists"
+    code = "active_booking_exists"
 
     def __init__(self, booking_id: str | None) -> None:
         super().__init__(booking_id=booking_id)
@@ -80,19 +77,19 @@ class ActiveBookingExists(DomainError):
 class DailyLimitReached(DomainError):
     """This person already made the allowed number of bookings today."""
 
-    status, code, title = 409, "daily_limit_reached", "Daily limit reached"
+    code = "daily_limit_reached"
 
 
 class PhoneBoundToOtherPerson(DomainError):
     """This phone number belongs to another identity."""
 
-    status, code, title = 409, "phone_bound_to_other_person", "Phone bound to another person"
+    code = "phone_bound_to_other_person"
 
 
 class CancelCutoffPassed(DomainError):
     """The deadline for a person's cancellation has passed."""
 
-    status, code, title = 409, "cancel_cutoff_passed", "Cancel cutoff passed"
+    code = "cancel_cutoff_passed"
 
     def __init__(self, cancel_deadline: str) -> None:
         super().__init__(cancel_deadline=cancel_deadline)
@@ -101,52 +98,55 @@ class CancelCutoffPassed(DomainError):
 class InvalidState(DomainError):
     """The booking's status does not allow this action."""
 
-    status, code, title = 409, "invalid_state", "Invalid state"
+    code = "invalid_state"
 
 
 class IdempotencyInProgress(DomainError):
     """A request with the same Idempotency-Key is still running."""
 
-    status, code, title = 409, "idempotency_in_progress", "Idempotent request in progress"
-    replayable = False
+    code = "idempotency_in_progress"
 
     def __init__(self, retry_after: int = 1) -> None:
         super().__init__()
         # The seconds left on the running request's lease: then it has answered, or its claim
         # may be taken over.
-        self.headers["Retry-After"] = str(max(1, retry_after))
+        self.retry_after = max(1, retry_after)
 
 
 class IdempotencyKeyReused(DomainError):
     """This Idempotency-Key was used with a different request."""
 
-    status, code, title = 422, "idempotency_key_reused", "Idempotency-Key reused"
-    replayable = False
+    code = "idempotency_key_reused"
 
 
 class NotBookable(DomainError):
     """This window cannot be booked."""
 
-    status, code, title = 422, "not_bookable", "Not bookable"
+    code = "not_bookable"
 
 
 class RateLimited(DomainError):
     """Too many requests; retry later."""
 
-    status, code, title = 429, "rate_limited", "Too many requests"
-    replayable = False
+    code = "rate_limited"
 
     def __init__(self, retry_after: int) -> None:
         super().__init__()
-        self.headers["Retry-After"] = str(max(1, retry_after))
+        self.retry_after = max(1, retry_after)
 
 
 class Unavailable(DomainError):
     """The durable store cannot be reached; nothing was booked."""
 
-    status, code, title = 503, "unavailable", "Service unavailable"
-    replayable = False
+    code = "unavailable"
+    retry_after = 2
 
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail)
-        self.headers["Retry-After"] = "2"
+
+def _every(cls: type[DomainError]) -> list[type[DomainError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _every(direct))]
+
+
+ALL: tuple[type[DomainError], ...] = tuple(_every(DomainError))
+BY_CODE: dict[str, type[DomainError]] = {cls.code: cls for cls in ALL if cls is not DomainError} | {
+    "invalid_request": InvalidRequest
+}

@@ -1,4 +1,5 @@
-"""The events feed (outbox read by cursor) and the webhook sender.
+"""The events outbox: events written in the transaction of their change, the feed read by
+cursor, and the webhook sender.
 
 The feed is ordered by (transaction id, event id) and shows an event only once every
 transaction older than the oldest still running has ended (`pg_snapshot_xmin`). A transaction
@@ -14,16 +15,18 @@ import hashlib
 import hmac
 import logging
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 
 from . import errors, metrics
 from .db import connection, queries
-from .models import Event, EventPage
-from .render import instant
+from .models import BookingOut, Event, EventPage
+from .render import booking as render_booking
+from .render import event_payload, instant
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -124,3 +127,48 @@ async def deliver_webhooks(rt: Runtime, stop: asyncio.Event) -> None:
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+# ---------------------------------------------------------------- outbox writes
+
+
+async def emit(
+    conn: asyncpg.Connection,
+    rt: Runtime,
+    kind: str,
+    booking_id: str,
+    now: datetime,
+    **extra: object,
+) -> BookingOut:
+    """Insert an event carrying the booking as it now is, in the caller's transaction;
+    returns that booking."""
+    row = await conn.fetchrow(queries["booking_by_id"], booking_id)
+    assert row is not None
+    office = await rt.catalog.office(row["office_id"])
+    out = render_booking(row, office.tz)
+    await conn.execute(
+        queries["insert_event"], kind, now, booking_id, row["day"], event_payload(out, **extra)
+    )
+    metrics.events_published.labels(kind).inc()
+    return out
+
+
+async def emit_blocked(
+    conn: asyncpg.Connection, rt: Runtime, booking: BookingOut, until: datetime, now: datetime
+) -> None:
+    """`person.blocked`: the booking that earned the block, and the block's end."""
+    office = await rt.catalog.office(booking.office_id)
+    person = {
+        "id_type": booking.person.id_type,
+        "id_number_masked": booking.person.id_number_masked,
+        "blocked_until": instant(until, office.tz),
+    }
+    await conn.execute(
+        queries["insert_event"],
+        "person.blocked",
+        now,
+        booking.id,
+        date.fromisoformat(booking.date),
+        event_payload(booking, person=person),
+    )
+    metrics.events_published.labels("person.blocked").inc()

@@ -7,15 +7,18 @@ they mark them closed, so that lifting them needs no re-planning.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from .catalog import Office
 from .config import Settings
-from .db import queries
+from .db import connection, queries
 from .models import WEEKDAYS, HoursRange, Weekday, minutes
+from .seats import Seats
 
 
 @dataclass(frozen=True)
@@ -146,18 +149,43 @@ def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-# A day's counters are kept this long after the day itself, however late a reconcile runs.
-_COUNTERS_KEPT_AFTER_DAY = timedelta(days=2)
-_COUNTERS_MIN_TTL = timedelta(hours=1)
+class Days:
+    """Opens office-days on first use: plans their windows in Postgres and counts their seats
+    at the gate, once per process (a crowd on a new day plans it once)."""
 
+    def __init__(self, pool: asyncpg.Pool, seats: Seats, settings: Settings) -> None:
+        self._pool = pool
+        self._seats = seats
+        self._settings = settings
+        # (office, day) pairs known to be opened already; a day, once opened, stays opened.
+        self.opened: set[tuple[str, date]] = set()
+        self._opening = asyncio.Lock()
 
-def counters_ttl(day: date, now: datetime) -> int:
-    """Seconds a day's Redis counters may live, counted from now.
+    async def ensure_opened(
+        self, office: Office, days: list[date], now: datetime
+    ) -> tuple[int, int]:
+        """Plan any of these days not opened yet here; returns the days that got windows and
+        the windows created."""
+        opened_days = created = 0
+        for day in days:
+            if (office.id, day) in self.opened:
+                continue
+            async with self._opening:
+                if (office.id, day) in self.opened:
+                    continue
+                async with connection(self._pool) as conn, conn.transaction():
+                    made = await open_day(
+                        conn, office.id, office.tz, office.hours, office.window_minutes, day, now
+                    )
+                if made:
+                    await self._seats.fill(office.id, day, replace=False)
+                    opened_days += 1
+                self.opened.add((office.id, day))
+                created += made
+        return opened_days, created
 
-    Redis expires keys by its own (real) clock, the rules run on the service clock, which a
-    test clock may put a year away from it. So the service clock only says how much longer
-    the day matters (until two days after it), and Redis is given that as a duration from
-    its own now: never an instant of one clock enforced by the other. A day already past
-    still gets an hour, so a counter is never written dead."""
-    until = datetime.combine(day, time(0), tzinfo=UTC) + _COUNTERS_KEPT_AFTER_DAY
-    return int(max(until - now, _COUNTERS_MIN_TTL).total_seconds())
+    async def ensure_horizon(self, office: Office, now: datetime) -> tuple[date, date]:
+        """The office's bookable days, every one of them opened."""
+        first, last = horizon(now, office.tz, self._settings)
+        await self.ensure_opened(office, days_between(first, last), now)
+        return first, last

@@ -1,6 +1,6 @@
 """Idempotency-Key: the first response to a key is kept 24 h and replayed to retries.
 
-Keys are scoped per API key. The first request claims the key (a row with no status yet, a
+Keys are scoped per API key. The first request claims the key (a row with no outcome yet, a
 random token naming the request, and a lease on Postgres's clock); a concurrent duplicate gets
 `idempotency_in_progress` with `Retry-After` the seconds left on the lease; a retry with another
 body gets `idempotency_key_reused`. A claim whose request died (process killed, connection lost)
@@ -15,11 +15,14 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
+import msgspec
 
 from . import errors
 from .db import connection, queries
+from .models import BookingOut
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,6 @@ class Claim:
     api_key_hash: bytes
     key: str
     token: bytes
-
-
-@dataclass(frozen=True)
-class Replay:
-    status: int
-    body: bytes
 
 
 def validate_key(key: str) -> str:
@@ -55,9 +52,46 @@ class Keyed:
     keep: timedelta
 
 
-async def claim(pool: asyncpg.Pool, keyed: Keyed, now: datetime, lease_s: int) -> Claim | Replay:
+# Answers about the request or the moment, not about the booking: a retry may be answered
+# otherwise, so they are never kept for the key.
+_NOT_KEPT = (
+    errors.InvalidRequest,
+    errors.Unauthorized,
+    errors.Forbidden,
+    errors.IdempotencyInProgress,
+    errors.IdempotencyKeyReused,
+    errors.RateLimited,
+    errors.Unavailable,
+)
+BOOKED = "booked"
+_encode = msgspec.json.Encoder().encode
+_booking = msgspec.json.Decoder(BookingOut)
+
+
+def kept(error: errors.DomainError) -> bool:
+    """Whether a refusal is the key's answer for good (replayed to every retry)."""
+    return not isinstance(error, _NOT_KEPT)
+
+
+def _refusal(error: errors.DomainError) -> bytes:
+    return _encode({"detail": error.detail, **error.extra})
+
+
+def replay(outcome: str, response: bytes) -> BookingOut:
+    """The first answer again: the booking, or the refusal raised again."""
+    if outcome == BOOKED:
+        return _booking.decode(response)
+    members = msgspec.json.decode(response, type=dict[str, Any])
+    detail = str(members.pop("detail", ""))
+    raise errors.BY_CODE.get(outcome, errors.DomainError).restore(detail, members)
+
+
+async def claim(
+    pool: asyncpg.Pool, keyed: Keyed, now: datetime, lease_s: int
+) -> Claim | BookingOut:
     """Own the key for this request for `lease_s` seconds of Postgres's clock, or learn what to
-    answer instead (a replay, or `idempotency_key_reused` / `idempotency_in_progress` raised)."""
+    answer instead: the booking made before, or a refusal (kept before, or
+    `idempotency_key_reused` / `idempotency_in_progress`) raised."""
     api_key_hash, key, body_hash = keyed.api_key_hash, keyed.key, keyed.body_hash
     async with connection(pool) as conn:
         for _ in range(2):  # a second time only when the key vanished between the statements
@@ -79,41 +113,46 @@ async def claim(pool: asyncpg.Pool, keyed: Keyed, now: datetime, lease_s: int) -
                 continue
             if row["request_hash"] != body_hash:
                 raise errors.IdempotencyKeyReused()
-            if row["status"] is None:
+            if row["outcome"] is None:
                 raise errors.IdempotencyInProgress(row["retry_after"] or 1)
-            return Replay(row["status"], bytes(row["response"]))
+            return replay(row["outcome"], bytes(row["response"]))
     raise errors.IdempotencyInProgress(1)
 
 
 async def refuse(
-    pool: asyncpg.Pool, keyed: Keyed, status: int, body: bytes, now: datetime, lease_s: int
-) -> Replay | None:
+    pool: asyncpg.Pool, keyed: Keyed, error: errors.DomainError, now: datetime, lease_s: int
+) -> BookingOut | None:
     """Keep a refusal decided before any claim (the gate said full) with one write; None when
-    it was kept, else what a known key answers instead."""
+    it was kept, else what a known key answers instead (a booking; a refusal is raised)."""
     async with connection(pool) as conn:
-        kept = await conn.fetchval(
+        kept_now = await conn.fetchval(
             queries["idem_refuse"],
             keyed.api_key_hash,
             keyed.key,
             keyed.body_hash,
             now,
-            status,
-            body,
+            error.code,
+            _refusal(error),
         )
-    if kept:
+    if kept_now:
         return None
     found = await claim(pool, keyed, now, lease_s)
-    if isinstance(found, Replay):
+    if isinstance(found, BookingOut):
         return found
-    await finish(pool, found, status, body)  # an expired key or a lapsed claim taken over
+    await finish(pool, found, error)  # an expired key or a lapsed claim taken over
     return None
 
 
-async def finish(pool: asyncpg.Pool, held: Claim, status: int, body: bytes) -> None:
-    """Keep the answer, if the claim is still this request's."""
+async def finish(pool: asyncpg.Pool, held: Claim, error: errors.DomainError) -> None:
+    """Keep the refusal as the key's answer, if the claim is still this request's."""
     async with connection(pool) as conn:
         await conn.execute(
-            queries["idem_finish"], held.api_key_hash, held.key, status, body, held.token
+            queries["idem_finish"],
+            held.api_key_hash,
+            held.key,
+            error.code,
+            _refusal(error),
+            held.token,
         )
 
 

@@ -17,8 +17,7 @@ from functools import partial
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from . import metrics, people
-from .booking import emit_blocked, emit_event, give_back
+from . import events, metrics, people
 from .db import connection, in_transaction, queries
 from .events import deliver_webhooks
 from .horizon import days_between, horizon, local_today, next_to_open
@@ -46,7 +45,7 @@ async def open_horizon(rt: Runtime, now: datetime) -> dict[str, int]:
         upcoming, opens = next_to_open(now, office.tz, rt.settings)
         if opens - now <= PREPARE_AHEAD:
             todo.append(upcoming)
-        opened, created = await rt.ensure_opened(office, todo, now)
+        opened, created = await rt.days.ensure_opened(office, todo, now)
         days += opened
         windows += created
     return {"days_opened": days, "windows_created": windows}
@@ -64,15 +63,15 @@ async def sweep_no_shows(rt: Runtime, now: datetime) -> dict[str, int]:
             for row in rows:
                 await conn.execute(queries["set_no_show"], row["id"], now)
                 await conn.execute(queries["release_seats"], row["window_id"], row["party_size"])
-                out = await emit_event(conn, rt, "booking.no_show", row["id"], now)
+                out = await events.emit(conn, rt, "booking.no_show", row["id"], now)
                 until = await people.block_after_no_shows(conn, row["person_id"], now, rt.settings)
                 if until is not None:
-                    await emit_blocked(conn, rt, out, until, now)
+                    await events.emit_blocked(conn, rt, out, until, now)
                     newly_blocked += 1
             return len(rows), newly_blocked, rows
 
         count, newly, rows = await in_transaction(rt.pool, work)
-        await give_back(rt, rows)
+        await rt.seats.give_back(rows)
         marked += count
         blocked += newly
         if count < _BATCH:
@@ -89,7 +88,7 @@ async def reconcile(rt: Runtime, now: datetime) -> dict[str, int]:
         days = await conn.fetch(queries["open_days_from"], oldest)
     corrected = 0
     for row in days:
-        corrected += await rt.fill_counters(row["office_id"], row["day"], replace=True)
+        corrected += await rt.seats.fill(row["office_id"], row["day"], replace=True)
     metrics.reconcile_corrected.inc(corrected)
     return {"days": len(days), "windows_corrected": corrected}
 
@@ -138,7 +137,7 @@ async def _remind(
 ) -> int:
     ids = [r["id"] for r in await conn.fetch(queries["due_reminders"], [day], office_id)]
     for booking_id in ids:
-        await emit_event(conn, rt, "booking.reminder", booking_id, now)
+        await events.emit(conn, rt, "booking.reminder", booking_id, now)
     await conn.execute(queries["set_reminded"], ids, now)
     return len(ids)
 

@@ -1,4 +1,5 @@
-"""People: identity kept as HMAC + masked form, no-show and cancellation blocks, standing."""
+"""People: identity kept as HMAC + masked form, no-show and cancellation blocks, standing and
+unblock."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from . import errors
 from .config import Settings
-from .db import queries
+from .db import connection, queries
+from .models import Standing
+from .render import bookings as render_bookings
+from .render import instant
+from .runtime import Runtime
 
 
 def identity_hmac(key: str, id_type: str, id_number: str) -> bytes:
@@ -84,3 +90,40 @@ async def _block_after(
         return None
     changed: datetime | None = await conn.fetchval(queries["block_person"], person_id, until)
     return changed
+
+
+# ---------------------------------------------------------------- standing
+
+
+async def standing(rt: Runtime, id_type: str, id_number: str, now: datetime) -> Standing:
+    """Counts within the policy windows, any block still running, and the active bookings."""
+    id_hmac = identity_hmac(rt.settings.pii_key.get(), id_type, id_number)
+    async with connection(rt.pool) as conn:
+        person = await conn.fetchrow(queries["person_by_identity"], id_hmac)
+        if person is None:
+            return Standing(no_shows=0, cancellations=0, blocked_until=None, active_bookings=[])
+        no_shows = await conn.fetchrow(
+            queries["no_show_count"], person["id"], no_show_since(now, rt.settings)
+        )
+        cancels = await conn.fetchrow(
+            queries["cancellation_count"], person["id"], cancel_since(now, rt.settings)
+        )
+        active = await conn.fetch(queries["active_bookings_of"], person["id"])
+    assert no_shows is not None
+    assert cancels is not None
+    blocked = person["blocked_until"]
+    return Standing(
+        no_shows=no_shows["n"],
+        cancellations=cancels["n"],
+        blocked_until=instant(blocked, rt.tz) if blocked and blocked > now else None,
+        active_bookings=await render_bookings(rt.catalog, active),
+    )
+
+
+async def unblock(rt: Runtime, id_type: str, id_number: str, now: datetime) -> None:
+    """Lift a person's block (the counts before now no longer count towards a new one)."""
+    id_hmac = identity_hmac(rt.settings.pii_key.get(), id_type, id_number)
+    async with connection(rt.pool) as conn:
+        found = await conn.fetchval(queries["unblock_person"], id_hmac, now)
+    if found is None:
+        raise errors.NotFound("no such person")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -14,10 +15,11 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
+from litestar.openapi.datastructures import ResponseSpec
 
 from . import errors
-from .db import translate
 from .logs import log_fault
+from .models import Problem
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -35,9 +37,51 @@ _HTTP_CODES = {
     503: "unavailable",
 }
 
+
+@dataclass(frozen=True)
+class Kind:
+    """How the API answers one domain error."""
+
+    status: int
+    title: str
+
+
+# The one table from domain errors to HTTP (API.md "Error codes").
+KINDS: dict[type[errors.DomainError], Kind] = {
+    errors.DomainError: Kind(400, "Bad request"),
+    errors.InvalidRequest: Kind(400, "Bad request"),
+    errors.Unauthorized: Kind(401, "Unauthorized"),
+    errors.Forbidden: Kind(403, "Forbidden"),
+    errors.PersonBlocked: Kind(403, "Person blocked"),
+    errors.NotFound: Kind(404, "Not found"),
+    errors.SlotFull: Kind(409, "Window full"),
+    errors.ActiveBookingExists: Kind(409, "Active booking exists"),
+    errors.DailyLimitReached: Kind(409, "Daily limit reached"),
+    errors.PhoneBoundToOtherPerson: Kind(409, "Phone bound to another person"),
+    errors.CancelCutoffPassed: Kind(409, "Cancel cutoff passed"),
+    errors.InvalidState: Kind(409, "Invalid state"),
+    errors.IdempotencyInProgress: Kind(409, "Idempotent request in progress"),
+    errors.IdempotencyKeyReused: Kind(422, "Idempotency-Key reused"),
+    errors.NotBookable: Kind(422, "Not bookable"),
+    errors.RateLimited: Kind(429, "Too many requests"),
+    errors.Unavailable: Kind(503, "Service unavailable"),
+}
+assert set(KINDS) == set(errors.ALL), "every domain error has its status and title"
 # One title per problem type (RFC 9457), whoever raises it: the domain error's, else the status's.
-_DOMAIN: list[type[errors.DomainError]] = [errors.DomainError, *errors.DomainError.__subclasses__()]
-_TITLES = {e.code: e.title for e in _DOMAIN} | {"internal_error": "Internal error"}
+_TITLES = {cls.code: kind.title for cls, kind in KINDS.items()} | {
+    "internal_error": "Internal error"
+}
+
+
+def kind(exc: errors.DomainError) -> Kind:
+    return KINDS[type(exc)]
+
+
+def headers(exc: errors.DomainError) -> dict[str, str]:
+    if isinstance(exc, errors.Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}  # RFC 9110: a 401 names its scheme
+    retry_after = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(retry_after)} if retry_after is not None else {}
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> bytes:
@@ -54,7 +98,8 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> by
 
 
 def problem_body(exc: errors.DomainError) -> bytes:
-    return problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+    found = kind(exc)
+    return problem(found.status, exc.code, found.title, exc.detail, **exc.extra)
 
 
 def _response(body: bytes, status: int, headers: dict[str, str] | None = None) -> Response[bytes]:
@@ -62,7 +107,7 @@ def _response(body: bytes, status: int, headers: dict[str, str] | None = None) -
 
 
 def on_domain_error(_: Request[Any, Any, Any], exc: errors.DomainError) -> Response[bytes]:
-    return _response(problem_body(exc), exc.status, exc.headers)
+    return _response(problem_body(exc), kind(exc).status, headers(exc))
 
 
 def _validation_detail(exc: ValidationException) -> str:
@@ -96,9 +141,6 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[byt
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    mapped = translate(exc)
-    if mapped is not None:
-        return on_domain_error(request, mapped)
     log_fault(log, "unhandled error", exc)
     return _response(
         problem(
@@ -113,3 +155,29 @@ handlers: dict[type[Exception] | int, Any] = {
     HTTPException: on_http_error,
     Exception: on_unexpected,
 }
+
+
+# Any route may answer these: a malformed request, no key, the wrong scope, Postgres gone.
+_ANY_ROUTE: tuple[type[errors.DomainError], ...] = (
+    errors.InvalidRequest,
+    errors.Unauthorized,
+    errors.Forbidden,
+    errors.Unavailable,
+)
+
+
+def raises(*found: type[errors.DomainError]) -> dict[int, ResponseSpec]:
+    """The problem responses of a route that may raise these domain errors: one per status,
+    naming the codes it may carry (derived from KINDS, never listed by hand)."""
+    codes: dict[int, list[str]] = {}
+    for cls in (*_ANY_ROUTE, *found):
+        codes.setdefault(KINDS[cls].status, []).append(cls.code)
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=", ".join(dict.fromkeys(names)),
+            media_type=PROBLEM,
+            generate_examples=False,
+        )
+        for status, names in sorted(codes.items())
+    }

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
+from .catalog import Catalog
 from .models import BookingOut, PersonOut
 
 
@@ -25,7 +26,7 @@ def instant(value: datetime | None, tz: ZoneInfo) -> str | None:
 
 
 def booking(row: asyncpg.Record, tz: ZoneInfo) -> BookingOut:
-    """A row of bookings joined with its window (see queries.sql `booking_columns`)."""
+    """A row of bookings joined with its window (queries.sql `booking_rows`)."""
     return BookingOut(
         id=row["id"],
         status=row["status"],
@@ -51,6 +52,11 @@ def booking(row: asyncpg.Record, tz: ZoneInfo) -> BookingOut:
         checked_in_at=instant(row["checked_in_at"], tz),
         ticket=row["ticket"],
     )
+
+
+async def bookings(catalog: Catalog, rows: list[asyncpg.Record]) -> list[BookingOut]:
+    """Rows of `booking_rows`, each in its office's zone."""
+    return [booking(row, (await catalog.office(row["office_id"])).tz) for row in rows]
 
 
 _encode = msgspec.json.Encoder().encode

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, delete, get, patch, post, put
+from litestar import Request, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import (
     FromQuery,
@@ -19,12 +17,10 @@ from litestar.params import (
     Parameter,
     QueryParameter,
 )
-from litestar.response import Response as LitestarResponse
 
-from . import booking, closures, errors, events, idempotency, jobs
+from . import availability, booking, closures, errors, events, idempotency, jobs, people
 from .auth import Caller, requires
 from .clock import TestClock
-from .db import connection, queries
 from .models import (
     HHMM_PATTERN,
     ID_PATTERN,
@@ -39,32 +35,25 @@ from .models import (
     ClockOut,
     ClosureIn,
     ClosureOut,
-    DayOut,
     EventPage,
     IdentityIn,
     JobResult,
     OfficeAvailability,
-    OfficeDayTotal,
     OfficeIn,
     OfficeOut,
-    Problem,
     RescheduleIn,
     SearchIn,
     ServiceAvailability,
     ServiceIn,
-    ServiceOfficeAvailability,
     ServiceOut,
     Standing,
     UnblockIn,
     WindowOut,
 )
-from .problems import PROBLEM
-from .render import hhmm, instant
+from .problems import raises
+from .render import instant
 from .runtime import Runtime
 
-_ID = re.compile(ID_PATTERN)
-_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_START = re.compile(HHMM_PATTERN)
 _encode = msgspec.json.Encoder().encode
 
 BOOKING_ID_PATTERN = r"^[A-Z0-9]{12,20}$"
@@ -81,7 +70,7 @@ BookingIdPath = Annotated[
     str, Parameter(pattern=BOOKING_ID_PATTERN, description="The appointment number")
 ]
 DayPath = Annotated[
-    str,
+    date,
     Parameter(
         schema_extra={"format": "date"},
         description="Office-local date, YYYY-MM-DD",
@@ -104,102 +93,121 @@ dependencies = {"rt": Provide(provide_runtime)}
 RT = NamedDependency[Runtime]
 
 
-def path_date(value: str) -> date:
-    """A `YYYY-MM-DD` path segment; anything else is a bad request, not an unknown route."""
-    if not _DATE.match(value):
-        raise errors.InvalidRequest(f"{value!r} is not a date (YYYY-MM-DD)")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise errors.InvalidRequest(f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def checked_id(value: str, what: str) -> str:
-    if not _ID.match(value):
-        raise errors.InvalidRequest(f"{what} must match {_ID.pattern}")
-    return value
-
-
 # ---------------------------------------------------------------- administration
 
 
-@put("/v1/services/{service_id:str}", guards=ADMIN, status_code=200, tags=["admin"])
+@put(
+    "/v1/services/{service_id:str}",
+    guards=ADMIN,
+    status_code=200,
+    tags=["admin"],
+    responses=raises(),
+)
 async def put_service(rt: RT, service_id: ServiceIdPath, data: JSONBody[ServiceIn]) -> ServiceOut:
     """Create or replace a service (a business type)."""
     now = await rt.clock.now()
-    service = await rt.catalog.put_service(checked_id(service_id, "service_id"), data, now)
+    service = await rt.catalog.put_service(service_id, data, now)
     return service.out()
 
 
-@put("/v1/offices/{office_id:str}", guards=ADMIN, status_code=200, tags=["admin"])
+@put(
+    "/v1/offices/{office_id:str}", guards=ADMIN, status_code=200, tags=["admin"], responses=raises()
+)
 async def put_office(rt: RT, office_id: OfficeIdPath, data: JSONBody[OfficeIn]) -> OfficeOut:
     """Create or replace an office. Days already opened keep their windows."""
     now = await rt.clock.now()
-    office = await rt.catalog.put_office(checked_id(office_id, "office_id"), data, now)
+    office = await rt.catalog.put_office(office_id, data, now)
     return office.out()
 
 
-@get("/v1/offices", guards=READ_OR_ADMIN, tags=["catalog"])
+@get("/v1/offices", guards=READ_OR_ADMIN, tags=["catalog"], responses=raises())
 async def list_offices(rt: RT) -> list[OfficeOut]:
     return [o.out() for o in await rt.catalog.offices()]
 
 
-@get("/v1/offices/{office_id:str}", guards=READ_OR_ADMIN, tags=["catalog"])
+@get(
+    "/v1/offices/{office_id:str}",
+    guards=READ_OR_ADMIN,
+    tags=["catalog"],
+    responses=raises(errors.NotFound),
+)
 async def get_office(rt: RT, office_id: OfficeIdPath) -> OfficeOut:
     return (await rt.catalog.office(office_id)).out()
 
 
-@get("/v1/services", guards=READ_OR_ADMIN, tags=["catalog"])
+@get("/v1/services", guards=READ_OR_ADMIN, tags=["catalog"], responses=raises())
 async def list_services(rt: RT) -> list[ServiceOut]:
     return [s.out() for s in await rt.catalog.services()]
 
 
-@get("/v1/services/{service_id:str}", guards=READ_OR_ADMIN, tags=["catalog"])
+@get(
+    "/v1/services/{service_id:str}",
+    guards=READ_OR_ADMIN,
+    tags=["catalog"],
+    responses=raises(errors.NotFound),
+)
 async def get_service(rt: RT, service_id: ServiceIdPath) -> ServiceOut:
     return (await rt.catalog.service(service_id)).out()
 
 
-@get("/v1/calendar", guards=READ_OR_ADMIN, tags=["admin"])
+@get("/v1/calendar", guards=READ_OR_ADMIN, tags=["admin"], responses=raises())
 async def list_calendar(rt: RT) -> list[CalendarOut]:
     return await closures.list_calendar(rt)
 
 
-@put("/v1/calendar/{day:str}", guards=ADMIN, status_code=200, tags=["admin"])
+@put("/v1/calendar/{day:str}", guards=ADMIN, status_code=200, tags=["admin"], responses=raises())
 async def put_calendar(rt: RT, day: DayPath, data: JSONBody[CalendarIn]) -> CalendarOut:
     """Mark a date for every office: a holiday (closed) or a make-up workday."""
-    return await closures.put_calendar(rt, path_date(day), data, await rt.clock.now())
+    return await closures.put_calendar(rt, day, data, await rt.clock.now())
 
 
-@delete("/v1/calendar/{day:str}", guards=ADMIN, status_code=204, tags=["admin"])
+@delete(
+    "/v1/calendar/{day:str}",
+    guards=ADMIN,
+    status_code=204,
+    tags=["admin"],
+    responses=raises(errors.NotFound),
+)
 async def delete_calendar(rt: RT, day: DayPath) -> None:
-    await closures.delete_calendar(rt, path_date(day), await rt.clock.now())
+    await closures.delete_calendar(rt, day, await rt.clock.now())
 
 
 @put(
-    "/v1/offices/{office_id:str}/closures/{day:str}", guards=ADMIN, status_code=200, tags=["admin"]
+    "/v1/offices/{office_id:str}/closures/{day:str}",
+    guards=ADMIN,
+    status_code=200,
+    tags=["admin"],
+    responses=raises(errors.NotFound),
 )
 async def put_closure(
     rt: RT, office_id: OfficeIdPath, day: DayPath, data: JSONBody[ClosureIn]
 ) -> ClosureOut:
     """Close one office for a day; its bookings there are cancelled by the office."""
-    on = path_date(day)
     office = await rt.catalog.office(office_id)
-    cancelled = await closures.put_closure(rt, office, on, data.reason, await rt.clock.now())
+    cancelled = await closures.put_closure(rt, office, day, data.reason, await rt.clock.now())
     return ClosureOut(
-        office_id=office.id, date=on, reason=data.reason, cancelled_bookings=cancelled
+        office_id=office.id, date=day, reason=data.reason, cancelled_bookings=cancelled
     )
 
 
 @delete(
-    "/v1/offices/{office_id:str}/closures/{day:str}", guards=ADMIN, status_code=204, tags=["admin"]
+    "/v1/offices/{office_id:str}/closures/{day:str}",
+    guards=ADMIN,
+    status_code=204,
+    tags=["admin"],
+    responses=raises(errors.NotFound),
 )
 async def delete_closure(rt: RT, office_id: OfficeIdPath, day: DayPath) -> None:
-    on = path_date(day)
     office = await rt.catalog.office(office_id)
-    await closures.delete_closure(rt, office, on, await rt.clock.now())
+    await closures.delete_closure(rt, office, day, await rt.clock.now())
 
 
-@patch("/v1/offices/{office_id:str}/windows/{day:str}/{start:str}", guards=ADMIN, tags=["admin"])
+@patch(
+    "/v1/offices/{office_id:str}/windows/{day:str}/{start:str}",
+    guards=ADMIN,
+    tags=["admin"],
+    responses=raises(errors.NotFound),
+)
 async def patch_window(
     rt: RT,
     office_id: OfficeIdPath,
@@ -208,14 +216,17 @@ async def patch_window(
     data: JSONBody[CapacityIn],
 ) -> WindowOut:
     """Change one window's seats. Lowering below the seats booked cancels nobody."""
-    if not _START.match(start):
-        raise errors.InvalidRequest("start must be HH:MM")
-    on = path_date(day)
     office = await rt.catalog.office(office_id)
-    return await closures.set_capacity(rt, office, on, start, data.capacity, await rt.clock.now())
+    return await closures.set_capacity(rt, office, day, start, data.capacity, await rt.clock.now())
 
 
-@post("/v1/admin/jobs/{job:str}", guards=ADMIN, status_code=200, tags=["admin"])
+@post(
+    "/v1/admin/jobs/{job:str}",
+    guards=ADMIN,
+    status_code=200,
+    tags=["admin"],
+    responses=raises(errors.NotFound),
+)
 async def run_job(
     rt: RT, job: Annotated[str, Parameter(schema_extra={"enum": sorted(jobs.JOBS)})]
 ) -> JobResult:
@@ -225,12 +236,18 @@ async def run_job(
     return JobResult(job=job, result=await jobs.run_job(rt, job))
 
 
-@post("/v1/people/unblock", guards=ADMIN, status_code=200, tags=["people"])
+@post(
+    "/v1/people/unblock",
+    guards=ADMIN,
+    status_code=200,
+    tags=["people"],
+    responses=raises(errors.NotFound),
+)
 async def unblock(rt: RT, data: JSONBody[UnblockIn]) -> Standing:
     """Lift a person's block (the counts before now no longer count towards a new one)."""
     now = await rt.clock.now()
-    await booking.unblock(rt, data.id_type, data.id_number, now)
-    return await booking.standing(rt, data.id_type, data.id_number, now)
+    await people.unblock(rt, data.id_type, data.id_number, now)
+    return await people.standing(rt, data.id_type, data.id_number, now)
 
 
 def _test_clock(rt: RT) -> TestClock:
@@ -239,12 +256,18 @@ def _test_clock(rt: RT) -> TestClock:
     return rt.clock
 
 
-@get("/v1/admin/clock", guards=ADMIN, tags=["admin"])
+@get("/v1/admin/clock", guards=ADMIN, tags=["admin"], responses=raises(errors.NotFound))
 async def get_clock(rt: RT) -> ClockOut:
     return ClockOut(now=instant(await _test_clock(rt).now(), rt.tz) or "", test_clock=True)
 
 
-@put("/v1/admin/clock", guards=ADMIN, status_code=200, tags=["admin"])
+@put(
+    "/v1/admin/clock",
+    guards=ADMIN,
+    status_code=200,
+    tags=["admin"],
+    responses=raises(errors.NotFound),
+)
 async def put_clock(rt: RT, data: JSONBody[ClockIn]) -> ClockOut:
     """Set the deployment-wide test clock (only with SLOTS_TEST_CLOCK=1)."""
     clock = _test_clock(rt)
@@ -252,7 +275,13 @@ async def put_clock(rt: RT, data: JSONBody[ClockIn]) -> ClockOut:
     return ClockOut(now=instant(data.now, rt.tz) or "", test_clock=True)
 
 
-@delete("/v1/admin/clock", guards=ADMIN, status_code=204, tags=["admin"])
+@delete(
+    "/v1/admin/clock",
+    guards=ADMIN,
+    status_code=204,
+    tags=["admin"],
+    responses=raises(errors.NotFound),
+)
 async def delete_clock(rt: RT) -> None:
     await _test_clock(rt).reset()
 
@@ -260,15 +289,12 @@ async def delete_clock(rt: RT) -> None:
 # ---------------------------------------------------------------- availability
 
 
-def _window_range(
-    first: date, last: date, from_: date | None, to: date | None
-) -> tuple[date, date]:
-    if from_ is not None and to is not None and from_ > to:
-        raise errors.InvalidRequest("from must not be after to")
-    return max(first, from_ or first), min(last, to or last)
-
-
-@get("/v1/offices/{office_id:str}/availability", guards=READ, tags=["availability"])
+@get(
+    "/v1/offices/{office_id:str}/availability",
+    guards=READ,
+    tags=["availability"],
+    responses=raises(errors.NotFound, errors.NotBookable),
+)
 async def office_availability(
     rt: RT,
     office_id: OfficeIdPath,
@@ -278,37 +304,15 @@ async def office_availability(
     available_only: FromQuery[bool] = False,
 ) -> OfficeAvailability:
     """Open days in the horizon with their windows and seats remaining."""
-    office = await rt.catalog.office(office_id)
-    offered = await rt.catalog.service(service)
-    if offered.id not in office.services:
-        raise errors.NotBookable(f"service {offered.id!r} is not offered at {office.id!r}")
-    now = await rt.clock.now()
-    first, last = await rt.ensure_horizon(office, now)
-    lo, hi = _window_range(first, last, from_, to)
-    days: dict[date, list[WindowOut]] = {}
-    if lo <= hi:
-        async with connection(rt.pool) as conn:
-            rows = await conn.fetch(queries["availability"], office.id, lo, hi, now)
-        for r in rows:
-            if available_only and r["remaining"] <= 0:
-                continue
-            days.setdefault(r["day"], []).append(
-                WindowOut(
-                    start=hhmm(r["start_time"]),
-                    end=hhmm(r["end_time"]),
-                    capacity=r["capacity"],
-                    remaining=r["remaining"],
-                )
-            )
-    return OfficeAvailability(
-        office_id=office.id,
-        service_id=offered.id,
-        timezone=office.timezone,
-        days=[DayOut(date=d.isoformat(), windows=w) for d, w in days.items()],
-    )
+    return await availability.of_office(rt, office_id, service, from_, to, available_only)
 
 
-@get("/v1/services/{service_id:str}/availability", guards=READ, tags=["availability"])
+@get(
+    "/v1/services/{service_id:str}/availability",
+    guards=READ,
+    tags=["availability"],
+    responses=raises(errors.NotFound),
+)
 async def service_availability(
     rt: RT,
     service_id: ServiceIdPath,
@@ -316,36 +320,10 @@ async def service_availability(
     to: FromQuery[date | None] = None,
 ) -> ServiceAvailability:
     """For each office offering the service, each open day's total seats remaining."""
-    offered = await rt.catalog.service(service_id)
-    now = await rt.clock.now()
-    result = []
-    for office in await rt.catalog.offices():
-        if offered.id not in office.services:
-            continue
-        first, last = await rt.ensure_horizon(office, now)
-        lo, hi = _window_range(first, last, from_, to)
-        totals: list[OfficeDayTotal] = []
-        if lo <= hi:
-            async with connection(rt.pool) as conn:
-                rows = await conn.fetch(queries["availability_by_day"], [office.id], lo, hi, now)
-            totals = [
-                OfficeDayTotal(date=r["day"].isoformat(), remaining=r["remaining"]) for r in rows
-            ]
-        result.append(
-            ServiceOfficeAvailability(
-                office_id=office.id, name=office.name, timezone=office.timezone, days=totals
-            )
-        )
-    return ServiceAvailability(service_id=offered.id, offices=result)
+    return await availability.of_service(rt, service_id, from_, to)
 
 
 # ---------------------------------------------------------------- bookings
-
-
-def _json(body: bytes, status: int) -> Response[bytes]:
-    # A replayed refusal is a problem document like the first answer was.
-    media_type = PROBLEM if status >= 400 else "application/json"
-    return LitestarResponse(content=body, status_code=status, media_type=media_type)
 
 
 @post(
@@ -354,7 +332,18 @@ def _json(body: bytes, status: int) -> Response[bytes]:
     tags=["bookings"],
     status_code=201,
     response_description="The booking",
-    responses={201: ResponseSpec(data_container=BookingOut, description="The booking")},
+    responses=raises(
+        errors.NotFound,
+        errors.PersonBlocked,
+        errors.SlotFull,
+        errors.ActiveBookingExists,
+        errors.DailyLimitReached,
+        errors.PhoneBoundToOtherPerson,
+        errors.IdempotencyInProgress,
+        errors.IdempotencyKeyReused,
+        errors.NotBookable,
+        errors.RateLimited,
+    ),
 )
 async def create_booking(
     rt: RT,
@@ -366,7 +355,7 @@ async def create_booking(
             name="Idempotency-Key", required=False, examples=[Example(value="2d4c9c1e-booking-1")]
         ),
     ] = None,
-) -> Response[bytes]:
+) -> BookingOut:
     """Book `party_size` seats in a window. Retries with the same Idempotency-Key replay."""
     caller: Caller = request.state.caller
     now = await rt.clock.now()
@@ -384,16 +373,20 @@ async def create_booking(
             idempotency.request_hash(_encode(data)),
             rt.settings.idempotency_period,
         )
-    status, body = await booking.book(rt, data, now, keyed)
-    return _json(body, status)
+    return await booking.book(rt, data, now, keyed)
 
 
-@get("/v1/bookings/{booking_id:str}", guards=READ, tags=["bookings"])
+@get(
+    "/v1/bookings/{booking_id:str}",
+    guards=READ,
+    tags=["bookings"],
+    responses=raises(errors.NotFound),
+)
 async def get_booking(rt: RT, booking_id: BookingIdPath) -> BookingOut:
     return await booking.get(rt, booking_id)
 
 
-@post("/v1/bookings/search", guards=READ, status_code=200, tags=["bookings"])
+@post("/v1/bookings/search", guards=READ, status_code=200, tags=["bookings"], responses=raises())
 async def search_bookings(rt: RT, data: JSONBody[SearchIn]) -> BookingList:
     """By identity or by reference; newest first, at most 50."""
     if data.reference is not None:
@@ -405,13 +398,25 @@ async def search_bookings(rt: RT, data: JSONBody[SearchIn]) -> BookingList:
     return BookingList(items=items)
 
 
-@post("/v1/bookings/{booking_id:str}/cancel", guards=WRITE, status_code=200, tags=["bookings"])
+@post(
+    "/v1/bookings/{booking_id:str}/cancel",
+    guards=WRITE,
+    status_code=200,
+    tags=["bookings"],
+    responses=raises(errors.NotFound, errors.CancelCutoffPassed, errors.InvalidState),
+)
 async def cancel_booking(rt: RT, booking_id: BookingIdPath, data: JSONBody[CancelIn]) -> BookingOut:
     """Cancel; the seats are free at once. Cancelling again changes nothing."""
     return await booking.cancel(rt, booking_id, data, await rt.clock.now())
 
 
-@post("/v1/bookings/{booking_id:str}/reschedule", guards=WRITE, status_code=200, tags=["bookings"])
+@post(
+    "/v1/bookings/{booking_id:str}/reschedule",
+    guards=WRITE,
+    status_code=200,
+    tags=["bookings"],
+    responses=raises(errors.NotFound, errors.InvalidState, errors.SlotFull, errors.NotBookable),
+)
 async def reschedule_booking(
     rt: RT, booking_id: BookingIdPath, data: JSONBody[RescheduleIn]
 ) -> BookingOut:
@@ -424,21 +429,22 @@ async def reschedule_booking(
     guards=[requires("checkin")],
     status_code=200,
     tags=["bookings"],
+    responses=raises(errors.NotFound, errors.InvalidState),
 )
 async def check_in(rt: RT, booking_id: BookingIdPath) -> BookingOut:
     """At the office, from 60 minutes before the window until it ends; hands out a ticket."""
     return await booking.check_in(rt, booking_id, await rt.clock.now())
 
 
-@post("/v1/people/standing", guards=READ, status_code=200, tags=["people"])
+@post("/v1/people/standing", guards=READ, status_code=200, tags=["people"], responses=raises())
 async def standing(rt: RT, data: JSONBody[IdentityIn]) -> Standing:
-    return await booking.standing(rt, data.id_type, data.id_number, await rt.clock.now())
+    return await people.standing(rt, data.id_type, data.id_number, await rt.clock.now())
 
 
 # ---------------------------------------------------------------- events
 
 
-@get("/v1/events", guards=[requires("events:read")], tags=["events"])
+@get("/v1/events", guards=[requires("events:read")], tags=["events"], responses=raises())
 async def list_events(
     rt: RT,
     after: Annotated[str | None, QueryParameter(pattern=CURSOR_PATTERN)] = None,
@@ -446,29 +452,6 @@ async def list_events(
 ) -> EventPage:
     """Events in commit order after a cursor; follow `next`."""
     return await events.page(rt, after, limit)
-
-
-def _problems(status: int, description: str) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=Problem, description=description, media_type=PROBLEM, generate_examples=False
-    )
-
-
-# Documented on every route: the problems any of them may answer (API.md "Error codes").
-PROBLEMS = {
-    400: _problems(400, "invalid_request"),
-    401: _problems(401, "unauthorized"),
-    403: _problems(403, "forbidden, person_blocked"),
-    404: _problems(404, "not_found"),
-    409: _problems(
-        409,
-        "slot_full, active_booking_exists, daily_limit_reached, phone_bound_to_other_person,"
-        " cancel_cutoff_passed, invalid_state, idempotency_in_progress",
-    ),
-    422: _problems(422, "not_bookable, idempotency_key_reused"),
-    429: _problems(429, "rate_limited"),
-    503: _problems(503, "unavailable"),
-}
 
 
 handlers = [
@@ -500,6 +483,3 @@ handlers = [
     standing,
     list_events,
 ]
-
-for _handler in handlers:
-    _handler.responses = {**PROBLEMS, **(_handler.responses or {})}

@@ -87,7 +87,7 @@ async def database_url(servers: DevServers) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def redis_url(servers: DevServers) -> AsyncIterator[str]:
+async def redis_url(servers: DevServers) -> str:
     client = aioredis.Redis.from_url(servers.redis_url)
     try:
         await client.flushall()
@@ -139,20 +139,20 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 # ---------------------------------------------------------------- a small catalog
 
 
-SERVICE = {
+SERVICE: dict[str, Any] = {
     "name": "居留许可-首次 Residence permit, first time",
     "cancel_cutoff": {"kind": "day_before", "time": "18:00"},
     "max_party_size": 5,
     "requires_reference": False,
 }
-WEEK = {
+WEEK: dict[str, Any] = {
     day: [
         {"start": "09:00", "end": "10:00", "capacity": 3},
         {"start": "14:00", "end": "15:00", "capacity": 2},
     ]
     for day in ("mon", "tue", "wed", "thu", "fri")
 }
-OFFICE = {
+OFFICE: dict[str, Any] = {
     "name": "深圳市公安局出入境管理局(外国人)",
     "timezone": "Asia/Shanghai",
     "services": ["residence-permit-first"],

@@ -236,7 +236,8 @@ class Bench:
         """(Re)start the API on a new port, with Redis or without, and wait until it is ready."""
         self._stop_api()
         self.api_redis, self.port = redis, free_port()
-        env = {**self.env, "SLOTS_PORT": str(self.port)}
+        # No drain: between scenarios nobody routes to the stopped API.
+        env = {**self.env, "SLOTS_PORT": str(self.port), "SLOTS_DRAIN_SECONDS": "0"}
         if not redis:
             env["REDIS_URL"] = ""
         with self.api_log.open("ab") as log_file:

@@ -1,4 +1,11 @@
--- Every query of the service, by name (`-- name: x`), parsed once at import by db.py.
+-- Every query of the service, by name (`-- name: x`), parsed once at import by db.py; a
+-- `-- fragment: x` is a piece of SQL that queries include as {x}.
+
+-- fragment: booking_rows
+-- A booking as the API shows it: its row with its window's day and times (render.booking).
+-- Queries name it as {booking_rows}.
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+FROM bookings b JOIN windows w ON w.id = b.window_id
 
 -- ---------------------------------------------------------------- catalog
 
@@ -83,8 +90,7 @@ DELETE FROM closures WHERE office_id = $1 AND day = $2 RETURNING day
 
 -- name: booked_on_day
 -- Bookings still `booked` on an office-day, locked for cancellation.
-SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
-FROM bookings b JOIN windows w ON w.id = b.window_id
+{booking_rows}
 WHERE w.office_id = $1 AND w.day = $2 AND b.status = 'booked'
 ORDER BY b.id FOR UPDATE OF b
 
@@ -127,6 +133,13 @@ SELECT DISTINCT office_id, day FROM windows WHERE day >= $1 ORDER BY office_id, 
 -- person, insert the booking, its event and the idempotent response, all or nothing.
 -- The conditional UPDATE re-checks `booked + n <= capacity` on the newest row version after
 -- any lock wait, and the unique indexes catch the races the snapshot reads cannot see.
+-- Parameters (booking.BookParams builds them in this order; a test checks the names):
+--   $1 office_id  $2 day  $3 start_time  $4 end_time  $5 party_size
+--   $6 id_hmac  $7 id_type  $8 id_masked  $9 phone_hmac (NULL: phones not bound)
+--   $10 booking_id  $11 service_id  $12 name  $13 channel  $14 reference  $15 metadata
+--   $16 made_on (office-local today)  $17 bookings_per_day  $18 active_per_service
+--   $19 now  $20 cancel_deadline  $21 event_payload
+--   $22 api_key_hash  $23 idempotency_key  $24 response  $25 claim_token (NULL: no key)
 WITH w AS (
     SELECT id, capacity, booked, closed FROM windows
     WHERE office_id = $1 AND day = $2 AND start_time = $3 AND end_time = $4
@@ -185,7 +198,7 @@ WITH w AS (
     INSERT INTO events (type, occurred_at, booking_id, window_day, payload)
     SELECT 'booking.created', $19, id, $2, $21 FROM made
 ), idem AS (
-    UPDATE idempotency_keys SET status = 201, response = $24
+    UPDATE idempotency_keys SET outcome = 'booked', response = $24
     WHERE api_key_hash = $22 AND key = $23 AND claim_token = $25 AND EXISTS (SELECT FROM made)
 )
 SELECT (SELECT v FROM verdict) AS verdict,
@@ -199,12 +212,10 @@ WHERE p.id_hmac = $1 AND b.service_id = $2 AND b.status = 'booked'
 ORDER BY b.created_at LIMIT 1
 
 -- name: booking_by_id
-SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
-FROM bookings b JOIN windows w ON w.id = b.window_id WHERE b.id = $1
+{booking_rows} WHERE b.id = $1
 
 -- name: booking_for_update
-SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
-FROM bookings b JOIN windows w ON w.id = b.window_id WHERE b.id = $1 FOR UPDATE OF b
+{booking_rows} WHERE b.id = $1 FOR UPDATE OF b
 
 -- name: release_seats
 -- Seats given back by a booking that leaves `booked`; an admin's over-capacity shrinks first.
@@ -239,13 +250,11 @@ INSERT INTO events (type, occurred_at, booking_id, window_day, payload)
 VALUES ($1, $2, $3, $4, $5)
 
 -- name: search_by_identity
-SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
-FROM bookings b JOIN windows w ON w.id = b.window_id JOIN people p ON p.id = b.person_id
+{booking_rows} JOIN people p ON p.id = b.person_id
 WHERE p.id_hmac = $1 ORDER BY b.created_at DESC, b.id LIMIT 50
 
 -- name: search_by_reference
-SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
-FROM bookings b JOIN windows w ON w.id = b.window_id
+{booking_rows}
 WHERE b.reference = $1 ORDER BY b.created_at DESC, b.id LIMIT 50
 
 -- ---------------------------------------------------------------- people
@@ -275,15 +284,13 @@ UPDATE people SET blocked_until = NULL, unblocked_at = $2 WHERE id_hmac = $1
 RETURNING id
 
 -- name: active_bookings_of
-SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
-FROM bookings b JOIN windows w ON w.id = b.window_id
+{booking_rows}
 WHERE b.person_id = $1 AND b.status = 'booked' ORDER BY w.starts_at
 
 -- ---------------------------------------------------------------- jobs
 
 -- name: due_no_shows
-SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
-FROM bookings b JOIN windows w ON w.id = b.window_id
+{booking_rows}
 WHERE b.status = 'booked' AND w.ends_at < $1
 ORDER BY w.ends_at, b.id LIMIT $2 FOR UPDATE OF b SKIP LOCKED
 
@@ -352,32 +359,32 @@ INSERT INTO idempotency_keys AS k
     (api_key_hash, key, request_hash, created_at, lease_until, claim_token)
 VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5), $6)
 ON CONFLICT (api_key_hash, key) DO UPDATE
-SET request_hash = EXCLUDED.request_hash, created_at = EXCLUDED.created_at, status = NULL,
+SET request_hash = EXCLUDED.request_hash, created_at = EXCLUDED.created_at, outcome = NULL,
     response = NULL, lease_until = EXCLUDED.lease_until, claim_token = EXCLUDED.claim_token
 WHERE k.created_at < $7
-    OR (k.status IS NULL AND k.request_hash = EXCLUDED.request_hash
+    OR (k.outcome IS NULL AND k.request_hash = EXCLUDED.request_hash
         AND coalesce(k.lease_until < clock_timestamp(), true))
 RETURNING true
 
 -- name: idem_refuse
-INSERT INTO idempotency_keys (api_key_hash, key, request_hash, created_at, status, response)
+INSERT INTO idempotency_keys (api_key_hash, key, request_hash, created_at, outcome, response)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true
 
 -- name: idem_get
 -- retry_after: whole seconds left on a claim's lease (at least 1), by Postgres's clock.
-SELECT request_hash, status, response, created_at,
+SELECT request_hash, outcome, response, created_at,
     greatest(1, ceil(extract(epoch FROM lease_until - clock_timestamp())))::int AS retry_after
 FROM idempotency_keys
 WHERE api_key_hash = $1 AND key = $2
 
 -- name: idem_finish
 -- Only while the claim is still this request's: one taken over is the new request's to answer.
-UPDATE idempotency_keys SET status = $3, response = $4
-WHERE api_key_hash = $1 AND key = $2 AND claim_token = $5 AND status IS NULL
+UPDATE idempotency_keys SET outcome = $3, response = $4
+WHERE api_key_hash = $1 AND key = $2 AND claim_token = $5 AND outcome IS NULL
 
 -- name: idem_release
 DELETE FROM idempotency_keys
-WHERE api_key_hash = $1 AND key = $2 AND claim_token = $3 AND status IS NULL
+WHERE api_key_hash = $1 AND key = $2 AND claim_token = $3 AND outcome IS NULL
 
 -- ---------------------------------------------------------------- test clock
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -136,7 +136,7 @@ async def overlapping_client(settings: Settings) -> AsyncIterator[httpx.AsyncCli
     async with (
         app.lifespan(),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
+            transport=httpx.ASGITransport(app=cast(Any, app)),  # Litestar is an ASGI app
             base_url="http://testserver.local",
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         ) as client,

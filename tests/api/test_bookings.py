@@ -384,7 +384,7 @@ async def test_phone_of_another_identity_is_refused(catalog: httpx.AsyncClient) 
 # ---------------------------------------------------------------- not bookable
 
 
-NOT_BOOKABLE = {
+NOT_BOOKABLE: dict[str, dict[str, Any]] = {
     "today": {"date": "2026-11-23", "start": "14:00"},
     "today + 15": {"date": "2026-12-08"},
     "in the past": {"date": "2026-11-20"},

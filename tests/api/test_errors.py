@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from slots_service import routes
+from slots_service import errors, routes
 from tests.api.steps import problem, seats
 from tests.conftest import OFFICE, OFFICE_ID, SERVICE, SERVICE_ID, WEDNESDAY, booking_body
 
@@ -265,3 +265,34 @@ async def test_openapi_covers_the_contract_paths(client: httpx.AsyncClient) -> N
     paths = (await client.get("/schema/openapi.json")).json()["paths"]
     documented = {(m.upper(), p) for p, ops in paths.items() for m in ops}
     assert contract <= documented, contract - documented
+
+
+# Every `code` of the contract's error table (version 1 and the codes its routes answer today).
+CONTRACT_CODES = {
+    "invalid_request", "unauthorized", "forbidden", "person_blocked", "not_found", "slot_full",
+    "active_booking_exists", "daily_limit_reached", "phone_bound_to_other_person",
+    "cancel_cutoff_passed", "invalid_state", "idempotency_in_progress", "idempotency_key_reused",
+    "not_bookable", "rate_limited", "unavailable",
+}  # fmt: skip
+
+
+async def test_every_route_documents_the_codes_it_answers(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    documented: set[str] = set()
+    for path, ops in paths.items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, op in ops.items():
+            problems = {s: r for s, r in op["responses"].items() if s.startswith(("4", "5"))}
+            assert {"400", "401", "403", "503"} <= set(problems), (method, path)
+            for status, answer in problems.items():
+                assert "application/problem+json" in answer["content"], (method, path, status)
+                codes = set(answer["description"].split(", "))
+                documented |= codes
+                assert all(errors.BY_CODE[c].code == c for c in codes), (method, path, codes)
+    assert documented == CONTRACT_CODES
+    booking_codes = {
+        c for r in paths["/v1/bookings"]["post"]["responses"].values()
+        for c in r["description"].split(", ")
+    }  # fmt: skip
+    assert {"slot_full", "rate_limited", "idempotency_key_reused", "not_bookable"} <= booking_codes

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from slots_service import booking, idempotency
+from slots_service import booking, errors, idempotency
 from slots_service.config import Settings
 from slots_service.db import create_pool
 from slots_service.models import BookingIn
@@ -220,7 +220,7 @@ async def test_a_claim_whose_request_died_is_taken_over_after_its_lease(
             retried = await post(client, body, "dead-1")
             assert retried.status_code == 201, retried.text
             # The dead request's late words change nothing: the key is the retry's now.
-            await idempotency.finish(pool, dead, 409, b"late")
+            await idempotency.finish(pool, dead, errors.SlotFull("late"))
             await idempotency.release(pool, dead)
             replay = await post(client, body, "dead-1")
             assert (replay.status_code, replay.content) == (201, retried.content)
@@ -243,7 +243,7 @@ async def test_a_request_slower_than_its_lease_books_nothing_once_taken_over(
     record = booking._record
     calls = 0
 
-    async def stalled_once(*args: Any) -> bytes:
+    async def stalled_once(*args: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:

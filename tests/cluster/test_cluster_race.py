@@ -40,7 +40,7 @@ def bypassed() -> float:
 async def on_node(url: str, *command: str | int) -> object:
     client = aioredis.Redis.from_url(url)
     try:
-        return await client.execute_command(*command)
+        return await client.execute_command(*command)  # type: ignore[no-untyped-call]
     finally:
         await client.aclose()
 
@@ -68,7 +68,7 @@ async def test_crowd_after_a_primary_lost_its_data(ready: Runtime, day_node: str
     assert outcomes["created"] == 2
     assert outcomes["active_booking_exists"] + outcomes["created"] + outcomes["slot_full"] == CROWD
     assert await durable(ready) == (3, 3, 3)
-    await ready.fill_counters(OFFICE_ID, DAY, replace=True)
+    await ready.seats.fill(OFFICE_ID, DAY, replace=True)
     assert await redis_remaining(day_node) == 0
 
 

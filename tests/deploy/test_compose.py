@@ -23,11 +23,13 @@ SERVICES = {"postgres", "valkey", "seed", "api", "scheduler", "prometheus", "gra
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
+    found: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return found
 
 
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
 
 
 def mounts(service: dict[str, Any]) -> dict[str, Path]:

@@ -67,7 +67,8 @@ def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
+    found: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return found
 
 
 def dashboard_exprs() -> list[tuple[str, str]]:

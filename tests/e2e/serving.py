@@ -54,6 +54,7 @@ def serve(database_url: str, redis_url: str, log: Path, **env: str) -> Served:
         "SLOTS_WORKERS": "2",
         "SLOTS_PORT": str(port),
         "SLOTS_LOG_LEVEL": "warning",
+        "SLOTS_DRAIN_SECONDS": "0",  # a test that drains says so
         **env,
     }
     with log.open("ab") as out:

@@ -168,7 +168,9 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
             return bool(busy == 0)
 
         await eventually(settled, "the dead requests' statements to end")
-        unanswered = await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE status IS NULL")
+        unanswered = await db.fetchval(
+            "SELECT count(*) FROM idempotency_keys WHERE outcome IS NULL"
+        )
         committed = await db.fetchval("SELECT count(*) FROM bookings")
         # Both fates happened: claims left without an answer, and bookings nobody was told of.
         assert unanswered == (CROWD - BEFORE_KILL) // 2
@@ -192,7 +194,8 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
             body["person"]["name"]: r.json()["id"] for body, r in zip(bodies, retries, strict=True)
         }
         assert (
-            await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE status = 201") == CROWD
+            await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE outcome = 'booked'")
+            == CROWD
         )
     finally:
         await db.close()

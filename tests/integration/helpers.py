@@ -18,7 +18,7 @@ async def prepare_catalog(rt: Runtime, now: datetime) -> None:
     await rt.clock.set(now)
     await rt.catalog.put_service(SERVICE_ID, msgspec.convert(SERVICE, ServiceIn), now)
     office = await rt.catalog.put_office(OFFICE_ID, msgspec.convert(OFFICE, OfficeIn), now)
-    await rt.ensure_horizon(office, now)
+    await rt.days.ensure_horizon(office, now)
     from slots_service.jobs import reconcile
 
     await reconcile(rt, now)

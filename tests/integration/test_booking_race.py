@@ -118,7 +118,7 @@ async def test_crowd_after_redis_lost_its_data(ready: Runtime, settings: Setting
     assert await durable(ready) == (3, 3, 3)
     # The background refill read Postgres while bookings were in flight: Redis may count a
     # seat as free that is sold (Postgres still refuses it); reconcile makes them equal.
-    await ready.fill_counters(OFFICE_ID, DAY, replace=True)
+    await ready.seats.fill(OFFICE_ID, DAY, replace=True)
     assert await redis_remaining(settings.redis_url) == 0
 
 
@@ -217,7 +217,7 @@ async def test_database_unreachable_gives_unavailable_and_seats_back(
     broken = await Runtime.start(settings)
     try:
         await broken.catalog.offices()  # cached; then the database goes away
-        broken.opened = set(ready.opened)
+        broken.days.opened = set(ready.days.opened)
         await broken.pool.close()
         broken.pool = await asyncpg.create_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0)
         with pytest.raises(errors.Unavailable):

@@ -10,6 +10,8 @@ import json
 from dataclasses import replace
 from datetime import datetime
 
+import msgspec
+
 from slots_service import booking
 from slots_service.config import Secret, Settings
 from slots_service.devservers import free_port
@@ -79,7 +81,7 @@ async def test_events_are_delivered_signed_and_retried(settings: Settings) -> No
                 id_type="passport", id_number="W12345678", name="W", phone="+8613811112222"
             ),
         )
-        created = json.loads((await booking.book(rt, body, NOW, None))[1])
+        created = msgspec.to_builtins(await booking.book(rt, body, NOW, None))
         await booking.cancel(rt, created["id"], CancelIn(by="person", reason="x"), NOW)
         for _ in range(200):  # the sender polls; the first attempt fails and is retried
             if len(receiver.received) >= 2:
