@@ -1,5 +1,5 @@
-"""The events outbox: events written in the transaction of their change, the feed read by
-cursor, and the webhook sender.
+"""The events outbox: events written in the transaction of their change, and the feed read
+by cursor (`webhooks.py` delivers the same feed).
 
 The feed is ordered by (transaction id, event id) and shows an event only once every
 transaction older than the oldest still running has ended (`pg_snapshot_xmin`). A transaction
@@ -9,17 +9,13 @@ each committed event is seen exactly once by a reader that follows `next`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import re
 from datetime import date, datetime
 from typing import Any
 
 import asyncpg
-import httpx
 import msgspec
 
 from . import errors, metrics
@@ -44,7 +40,7 @@ def parse_cursor(cursor: str | None) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-async def _feed(rt: Runtime, after: str | None, limit: int) -> list[tuple[str, Event]]:
+async def feed(rt: Runtime, after: str | None, limit: int) -> list[tuple[str, Event]]:
     """(cursor, event) pairs after a cursor, in feed order."""
     xid, last_id = parse_cursor(after)
     async with connection(rt.pool) as conn:
@@ -64,7 +60,7 @@ async def _feed(rt: Runtime, after: str | None, limit: int) -> list[tuple[str, E
 
 
 async def page(rt: Runtime, after: str | None, limit: int) -> EventPage:
-    found = await _feed(rt, after, limit)
+    found = await feed(rt, after, limit)
     xid, last_id = parse_cursor(after)
     next_cursor = found[-1][0] if found else f"{xid}.{last_id}"
     return EventPage(items=[event for _, event in found], next=next_cursor)
@@ -77,56 +73,6 @@ async def _occurred_at(rt: Runtime, at: datetime, payload: dict[str, Any]) -> st
         with contextlib.suppress(errors.NotFound):
             tz = (await rt.catalog.office(booking["office_id"])).tz
     return instant(at, tz) or ""
-
-
-def signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-async def deliver_webhooks(rt: Runtime, stop: asyncio.Event) -> None:
-    """POST every event to SLOTS_WEBHOOK_URL at least once, in feed order, with backoff."""
-    url, secret = rt.settings.webhook_url, rt.settings.webhook_secret.get()
-    backoff = 1.0
-    async with httpx.AsyncClient(timeout=10) as client:
-        while not stop.is_set():
-            try:
-                async with connection(rt.pool) as conn:
-                    row = await conn.fetchrow(queries["webhook_cursor_get"])
-                cursor = f"{row['cursor_xid']}.{row['id']}" if row else None
-                batch = await _feed(rt, cursor, 100)
-                for event_cursor, event in batch:
-                    body = _encode(event)
-                    response = await client.post(
-                        url,
-                        content=body,
-                        headers={
-                            "Content-Type": "application/json",
-                            "X-Slots-Signature": signature(secret, body),
-                            "X-Slots-Event-Id": event.id,
-                        },
-                    )
-                    response.raise_for_status()
-                    metrics.webhook_deliveries.labels("ok").inc()
-                    metrics.webhook_delivered(event.occurred_at)
-                    xid, event_id = parse_cursor(event_cursor)
-                    async with connection(rt.pool) as conn:
-                        await conn.execute(queries["webhook_cursor_set"], xid, event_id)
-                backoff = 1.0
-                if not batch:
-                    metrics.webhook_lag.set(0)
-                    await _sleep(stop, 1.0)
-            except Exception as exc:
-                metrics.webhook_deliveries.labels("error").inc()
-                log.warning(
-                    "webhook delivery failed (%s), retrying in %.0fs", type(exc).__name__, backoff
-                )
-                await _sleep(stop, backoff)
-                backoff = min(backoff * 2, 60.0)
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 # ---------------------------------------------------------------- outbox writes

@@ -19,10 +19,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import events, metrics, people
 from .db import connection, in_transaction, queries
-from .events import deliver_webhooks
 from .horizon import days_between, horizon, local_today, next_to_open
 from .logs import log_fault
 from .runtime import Runtime
+from .webhooks import deliver_webhooks
 
 log = logging.getLogger(__name__)
 LEADER_LOCK = 0x510752

@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from slots_service import metrics
 from slots_service.config import Settings
 from slots_service.devservers import free_port
-from slots_service.events import deliver_webhooks
 from slots_service.jobs import JOBS
 from slots_service.runtime import Runtime
+from slots_service.webhooks import deliver_webhooks
 from tests.conftest import booking_body, person
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,8 +24,8 @@ import httpx
 
 from slots_service.config import Secret, Settings
 from slots_service.devservers import free_port
-from slots_service.events import deliver_webhooks
 from slots_service.runtime import Runtime
+from slots_service.webhooks import deliver_webhooks
 from tests.api.steps import book, cancel, events
 from tests.conftest import OFFICE_ID, person
 

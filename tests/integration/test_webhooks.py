@@ -15,9 +15,9 @@ import msgspec
 from slots_service import booking
 from slots_service.config import Secret, Settings
 from slots_service.devservers import free_port
-from slots_service.events import deliver_webhooks
 from slots_service.models import BookingIn, CancelIn, PersonIn
 from slots_service.runtime import Runtime
+from slots_service.webhooks import deliver_webhooks
 from tests.conftest import OFFICE_ID, SERVICE_ID
 from tests.integration.helpers import prepare_catalog
 

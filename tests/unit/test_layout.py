@@ -19,6 +19,7 @@ RULES = {
     "availability",
     "jobs",
     "idempotency",
+    "webhooks",
 }
 STORAGE = {"db", "counters"}
 
