@@ -350,9 +350,11 @@ async def search_by_reference(rt: Runtime, reference: str) -> list[BookingOut]:
 
 
 async def _locked(conn: asyncpg.Connection, booking_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow(queries["booking_for_update"], booking_id)
-    if row is None:
+    """The booking, locked to the end of the transaction, as it is once the lock is held."""
+    if await conn.fetchval(queries["lock_booking"], booking_id) is None:
         raise errors.NotFound(f"no booking {booking_id!r}")
+    row = await conn.fetchrow(queries["booking_by_id"], booking_id)
+    assert row is not None  # locked: nothing can delete it now
     return row
 
 
@@ -427,6 +429,13 @@ async def check_in(rt: Runtime, booking_id: str, now: datetime) -> BookingOut:
     return await in_transaction(rt.pool, work)
 
 
+def _check_reschedules(settings: Settings, row: asyncpg.Record) -> None:
+    if row["reschedules"] >= settings.max_reschedules:
+        raise errors.RescheduleLimitReached(
+            f"a booking may be rescheduled at most {settings.max_reschedules} times"
+        )
+
+
 async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: datetime) -> BookingOut:
     """Move a booking to another window of its office and service, atomically."""
     async with connection(rt.pool) as conn:
@@ -435,6 +444,7 @@ async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: date
         raise errors.NotFound(f"no booking {booking_id!r}")
     if current["status"] != "booked":
         raise errors.InvalidState(f"a {current['status']} booking cannot be rescheduled")
+    _check_reschedules(rt.settings, current)
     office = await rt.catalog.office(current["office_id"])
     service = await rt.catalog.service(current["service_id"])
     start = parse_start(body.start)
@@ -452,6 +462,7 @@ async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: date
         row = await _locked(conn, booking_id)
         if row["status"] != "booked":
             raise errors.InvalidState(f"a {row['status']} booking cannot be rescheduled")
+        _check_reschedules(rt.settings, row)  # again under the lock: two moves at once
         window = await conn.fetchrow(queries["window_at"], office.id, body.date, start)
         if window is None:
             raise errors.NotBookable(f"no window starts at {body.start} on {body.date}")

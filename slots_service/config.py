@@ -112,6 +112,8 @@ class Settings:
     # A claimed Idempotency-Key with no answer after this (its request died) may be taken over.
     idempotency_lease_s: int = 10
     check_in_early_minutes: int = 60
+    # API 1.1: a booking moves to another window at most this often.
+    max_reschedules: int = 3
     rate_limit_per_key_per_minute: int = 0
     rate_limit_per_person_per_minute: int = 60
 
@@ -136,6 +138,7 @@ _INT_POLICIES = {
     "idempotency_hours": "SLOTS_IDEMPOTENCY_HOURS",
     "idempotency_lease_s": "SLOTS_IDEMPOTENCY_LEASE_SECONDS",
     "check_in_early_minutes": "SLOTS_CHECK_IN_EARLY_MINUTES",
+    "max_reschedules": "SLOTS_MAX_RESCHEDULES",
     "rate_limit_per_key_per_minute": "SLOTS_RATE_LIMIT_PER_KEY",
     "rate_limit_per_person_per_minute": "SLOTS_RATE_LIMIT_PER_PERSON",
     "port": "SLOTS_PORT",

@@ -101,6 +101,12 @@ class InvalidState(DomainError):
     code = "invalid_state"
 
 
+class RescheduleLimitReached(DomainError):
+    """This booking was already rescheduled the allowed number of times."""
+
+    code = "reschedule_limit_reached"
+
+
 class IdempotencyInProgress(DomainError):
     """A request with the same Idempotency-Key is still running."""
 

@@ -258,6 +258,8 @@ class BookingOut(Response):
     cancel_reason: str | None
     checked_in_at: str | None
     ticket: str | None
+    # API 1.1; the defaults read a booking kept by an earlier release (an idempotent replay).
+    reschedules: int = 0
 
 
 class CancelIn(Request, frozen=True):

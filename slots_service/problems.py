@@ -60,6 +60,7 @@ KINDS: dict[type[errors.DomainError], Kind] = {
     errors.PhoneBoundToOtherPerson: Kind(409, "Phone bound to another person"),
     errors.CancelCutoffPassed: Kind(409, "Cancel cutoff passed"),
     errors.InvalidState: Kind(409, "Invalid state"),
+    errors.RescheduleLimitReached: Kind(409, "Reschedule limit reached"),
     errors.IdempotencyInProgress: Kind(409, "Idempotent request in progress"),
     errors.IdempotencyKeyReused: Kind(422, "Idempotency-Key reused"),
     errors.NotBookable: Kind(422, "Not bookable"),

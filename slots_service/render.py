@@ -51,6 +51,7 @@ def booking(row: asyncpg.Record, tz: ZoneInfo) -> BookingOut:
         cancel_reason=row["cancel_reason"],
         checked_in_at=instant(row["checked_in_at"], tz),
         ticket=row["ticket"],
+        reschedules=row["reschedules"],
     )
 
 

@@ -415,12 +415,19 @@ async def cancel_booking(rt: RT, booking_id: BookingIdPath, data: JSONBody[Cance
     guards=WRITE,
     status_code=200,
     tags=["bookings"],
-    responses=raises(errors.NotFound, errors.InvalidState, errors.SlotFull, errors.NotBookable),
+    responses=raises(
+        errors.NotFound,
+        errors.InvalidState,
+        errors.RescheduleLimitReached,
+        errors.SlotFull,
+        errors.NotBookable,
+    ),
 )
 async def reschedule_booking(
     rt: RT, booking_id: BookingIdPath, data: JSONBody[RescheduleIn]
 ) -> BookingOut:
-    """Move to another window of the same office and service, atomically; keeps the id."""
+    """Move to another window of the same office and service, atomically; keeps the id.
+    At most `SLOTS_MAX_RESCHEDULES` times per booking."""
     return await booking.reschedule(rt, booking_id, data, await rt.clock.now())
 
 

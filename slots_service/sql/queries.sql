@@ -214,8 +214,11 @@ ORDER BY b.created_at LIMIT 1
 -- name: booking_by_id
 {booking_rows} WHERE b.id = $1
 
--- name: booking_for_update
-{booking_rows} WHERE b.id = $1 FOR UPDATE OF b
+-- name: lock_booking
+-- The booking's row alone: locked through the windows join, a row a concurrent reschedule
+-- moved would fail the join's recheck after the lock wait and read as no booking at all.
+-- The caller reads it (booking_by_id) once the lock is held.
+SELECT id FROM bookings WHERE id = $1 FOR UPDATE
 
 -- name: release_seats
 -- Seats given back by a booking that leaves `booked`; an admin's over-capacity shrinks first.
@@ -237,7 +240,8 @@ UPDATE bookings SET status = 'checked_in', checked_in_at = $2, ticket = $3
 WHERE id = $1 AND status = 'booked'
 
 -- name: set_window
-UPDATE bookings SET window_id = $2, window_day = $3, cancel_deadline = $4, reminded_at = NULL
+UPDATE bookings SET window_id = $2, window_day = $3, cancel_deadline = $4, reminded_at = NULL,
+    reschedules = reschedules + 1
 WHERE id = $1
 
 -- name: next_ticket

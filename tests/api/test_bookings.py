@@ -63,6 +63,7 @@ BOOKING_FIELDS = {
     "cancel_reason",
     "checked_in_at",
     "ticket",
+    "reschedules",
 }
 BOOKING_ID = re.compile(r"^[A-Z0-9]{12,20}$")
 OTHER_SERVICE = "residence-permit-extension"
@@ -152,6 +153,7 @@ async def test_created_booking_has_exactly_the_contract_fields(
         "cancel_reason": None,
         "checked_in_at": None,
         "ticket": None,
+        "reschedules": 0,
     }
     assert "M92839408" not in response.text
     assert await get(catalog, created["id"]) == created
