@@ -120,6 +120,7 @@ class BookParams(NamedTuple):
     idempotency_key: str | None
     response: bytes
     claim_token: bytes | None
+    rebook_cooldown: int
 
 
 async def book(
@@ -291,6 +292,7 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         idempotency_key=held.key if held else None,
         response=_encode(out),
         claim_token=held.token if held else None,
+        rebook_cooldown=rt.settings.rebook_cooldown_minutes,
     )
     row = await conn.fetchrow(queries["book"], *params)
     assert row is not None
@@ -300,11 +302,17 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         return out
     if row["verdict"] == "no_window":
         return None
-    raise refusal(row["verdict"], row["blocked_until"], row["active_booking_id"], office)
+    raise refusal(
+        row["verdict"], row["blocked_until"], row["active_booking_id"], office, row["retry_at"]
+    )
 
 
 def refusal(
-    verdict: str, blocked_until: datetime | None, active_booking_id: str | None, office: Office
+    verdict: str,
+    blocked_until: datetime | None,
+    active_booking_id: str | None,
+    office: Office,
+    retry_at: datetime | None = None,
 ) -> errors.DomainError:
     """The booking statement's verdict as the error a caller reads."""
     if verdict == "claim_lost":  # a retry took the key over when this request's lease lapsed
@@ -317,6 +325,8 @@ def refusal(
         return errors.PhoneBoundToOtherPerson()
     if verdict == "active":
         return errors.ActiveBookingExists(active_booking_id)
+    if verdict == "cooldown":
+        return errors.RebookCooldown(instant(retry_at, office.tz) or "")
     if verdict == "daily":
         return errors.DailyLimitReached()
     return errors.SlotFull()

@@ -114,6 +114,8 @@ class Settings:
     check_in_early_minutes: int = 60
     # API 1.1: a booking moves to another window at most this often.
     max_reschedules: int = 3
+    # API 1.1: no booking of a service this long after the person's own cancellation of it.
+    rebook_cooldown_minutes: int = 0
     rate_limit_per_key_per_minute: int = 0
     rate_limit_per_person_per_minute: int = 60
 
@@ -139,6 +141,7 @@ _INT_POLICIES = {
     "idempotency_lease_s": "SLOTS_IDEMPOTENCY_LEASE_SECONDS",
     "check_in_early_minutes": "SLOTS_CHECK_IN_EARLY_MINUTES",
     "max_reschedules": "SLOTS_MAX_RESCHEDULES",
+    "rebook_cooldown_minutes": "SLOTS_REBOOK_COOLDOWN_MINUTES",
     "rate_limit_per_key_per_minute": "SLOTS_RATE_LIMIT_PER_KEY",
     "rate_limit_per_person_per_minute": "SLOTS_RATE_LIMIT_PER_PERSON",
     "port": "SLOTS_PORT",

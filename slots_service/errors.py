@@ -101,6 +101,15 @@ class InvalidState(DomainError):
     code = "invalid_state"
 
 
+class RebookCooldown(DomainError):
+    """This person cancelled a booking of this service too recently to book it again."""
+
+    code = "rebook_cooldown"
+
+    def __init__(self, retry_at: str) -> None:
+        super().__init__(retry_at=retry_at)
+
+
 class RescheduleLimitReached(DomainError):
     """This booking was already rescheduled the allowed number of times."""
 

@@ -57,6 +57,7 @@ KINDS: dict[type[errors.DomainError], Kind] = {
     errors.SlotFull: Kind(409, "Window full"),
     errors.ActiveBookingExists: Kind(409, "Active booking exists"),
     errors.DailyLimitReached: Kind(409, "Daily limit reached"),
+    errors.RebookCooldown: Kind(409, "Rebook cooldown"),
     errors.PhoneBoundToOtherPerson: Kind(409, "Phone bound to another person"),
     errors.CancelCutoffPassed: Kind(409, "Cancel cutoff passed"),
     errors.InvalidState: Kind(409, "Invalid state"),

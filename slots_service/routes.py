@@ -338,6 +338,7 @@ async def service_availability(
         errors.SlotFull,
         errors.ActiveBookingExists,
         errors.DailyLimitReached,
+        errors.RebookCooldown,
         errors.PhoneBoundToOtherPerson,
         errors.IdempotencyInProgress,
         errors.IdempotencyKeyReused,

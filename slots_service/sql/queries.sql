@@ -140,6 +140,7 @@ SELECT DISTINCT office_id, day FROM windows WHERE day >= $1 ORDER BY office_id, 
 --   $16 made_on (office-local today)  $17 bookings_per_day  $18 active_per_service
 --   $19 now  $20 cancel_deadline  $21 event_payload
 --   $22 api_key_hash  $23 idempotency_key  $24 response  $25 claim_token (NULL: no key)
+--   $26 rebook_cooldown (minutes after the person's own cancellation of the service; 0: off)
 WITH w AS (
     SELECT id, capacity, booked, closed FROM windows
     WHERE office_id = $1 AND day = $2 AND start_time = $3 AND end_time = $4
@@ -156,6 +157,12 @@ WITH w AS (
 ), today AS (
     SELECT count(*)::int AS n
     FROM bookings b WHERE b.person_id = (SELECT id FROM person) AND b.made_on = $16
+), cooldown AS (
+    -- only a person's own cancellation starts one (an office's or a closure's does not)
+    SELECT max(b.cancelled_at) + make_interval(mins => $26) AS retry_at
+    FROM bookings b
+    WHERE $26 > 0 AND b.person_id = (SELECT id FROM person) AND b.service_id = $11
+        AND b.status = 'cancelled' AND b.cancelled_by = 'person'
 ), claim AS (
     -- The Idempotency-Key is still this request's ($25 its claim token), locked to the commit:
     -- a retry that took over a lapsed lease first makes this request book nothing, and a
@@ -171,6 +178,7 @@ WITH w AS (
         WHEN (SELECT blocked_until FROM person) > $19 THEN 'blocked'
         WHEN EXISTS (SELECT FROM phone_owner) THEN 'phone'
         WHEN cardinality((SELECT seqs FROM active)) >= $18 THEN 'active'
+        WHEN (SELECT retry_at FROM cooldown) > $19 THEN 'cooldown'
         WHEN (SELECT n FROM today) >= $17 THEN 'daily'
         ELSE 'ok' END AS v
 ), taken AS (
@@ -204,7 +212,8 @@ WITH w AS (
 SELECT (SELECT v FROM verdict) AS verdict,
        (SELECT id FROM made) AS booking_id,
        (SELECT blocked_until FROM person) AS blocked_until,
-       (SELECT booking_id FROM active) AS active_booking_id
+       (SELECT booking_id FROM active) AS active_booking_id,
+       (SELECT retry_at FROM cooldown) AS retry_at
 
 -- name: active_booking_of
 SELECT b.id FROM bookings b JOIN people p ON p.id = b.person_id

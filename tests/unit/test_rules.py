@@ -114,6 +114,14 @@ def test_the_statements_verdicts_are_the_callers_errors(
     assert found.extra == extra
 
 
+def test_a_cooldown_verdict_names_when_to_retry_in_the_office_zone() -> None:
+    retry_at = datetime(2026, 11, 23, 4, 0, tzinfo=ZoneInfo("UTC"))
+    found = refusal("cooldown", None, None, OFFICE, retry_at)
+    assert type(found) is errors.RebookCooldown
+    assert found.extra == {"retry_at": "2026-11-23T12:00:00+08:00"}
+    assert problems.KINDS[errors.RebookCooldown].status == 409
+
+
 def test_the_book_statement_documents_its_parameters_in_order() -> None:
     sql = (Path(__file__).resolve().parents[2] / "slots_service/sql/queries.sql").read_text()
     header = sql[sql.index("-- name: book\n") : sql.index("WITH w AS")]
