@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,7 +19,10 @@ from . import errors
 from .db import connection, queries
 from .models import CancelCutoff, HoursRange, OfficeIn, OfficeOut, ServiceIn, ServiceOut
 
-_CACHE_SECONDS = 5.0
+_CHANNEL = "slots_catalog"
+_CHECK_SECONDS = 2.0  # each copy checks the version this often, notified or not
+_LIVE_S = 3 * _CHECK_SECONDS  # a copy silent this long is gone (killed): writes stop waiting
+_WAIT_SECONDS = 2.0  # a write waits at most this long for every live copy
 log = logging.getLogger(__name__)
 
 
@@ -66,43 +73,89 @@ def zone(name: str) -> ZoneInfo:
 
 
 class Catalog:
-    """Offices and services are small and rarely change: every process keeps them in
-    memory and reloads them a few seconds after a change anywhere (at once after its own).
+    """Offices and services are small and rarely change: every process keeps them in memory.
 
-    A stale copy is served while one background reload runs, so a crowd never waits on it and
-    code inside a transaction never needs a second pooled connection for it."""
+    A write bumps the catalog's version in its own transaction and NOTIFYs it; each process
+    reloads at once when told (and checks every few seconds anyway, in case a notification was
+    lost), then reports the version it serves. The write is answered only once every live copy
+    serves it, so a caller who got its 200 finds the change on every worker and replica. Reads
+    never wait for a reload (only for the first load): code inside a transaction never needs a
+    second pooled connection for it."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._offices: dict[str, Office] = {}
         self._services: dict[str, Service] = {}
-        self._loaded_at = -1e9
-        self._loaded = False  # False until the first load and after this process's writes
+        self.version = -1  # -1 until the first load
+        self._reader = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._lock = asyncio.Lock()
-        self._reloading: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
+        self._catching_up: set[asyncio.Task[None]] = set()
+
+    async def start(self, dsn: str) -> None:
+        """Load, then follow changes made anywhere (LISTEN on a connection of its own)."""
+        await self._catch_up()
+        self._follower = asyncio.get_running_loop().create_task(self._follow(dsn))
+
+    async def _follow(self, dsn: str) -> None:
+        listener: asyncpg.Connection | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if listener is None or listener.is_closed():
+                        listener = await asyncpg.connect(dsn)
+                        await listener.add_listener(_CHANNEL, self._told)
+                    await self._catch_up()
+                except Exception as exc:  # keep serving the copy we have; try again soon
+                    log.warning("catalog follow failed: %s", type(exc).__qualname__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), _CHECK_SECONDS)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    def _told(self, *_: object) -> None:
+        task = asyncio.get_running_loop().create_task(self._catch_up_quietly())
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
+
+    async def _catch_up_quietly(self) -> None:
+        try:
+            await self._catch_up()
+        except Exception as exc:  # the next check tries again
+            log.warning("catalog reload failed: %s", type(exc).__qualname__)
+
+    async def _catch_up(self) -> None:
+        """Reload if the catalog changed, then report the version served."""
+        async with self._lock:
+            async with connection(self._pool) as conn:
+                current = await conn.fetchval(queries["catalog_version"])
+            if current != self.version:
+                await self._reload()
+            async with connection(self._pool) as conn:
+                await conn.execute(queries["catalog_reader_seen"], self._reader, self.version)
+
+    async def _served_everywhere(self, version: int) -> None:
+        """After a write: this copy reloads, then wait (a bounded while) until every live
+        copy serves `version`."""
+        await self._catch_up()
+        deadline = time.monotonic() + _WAIT_SECONDS
+        while time.monotonic() < deadline:
+            async with connection(self._pool) as conn:
+                behind = await conn.fetchval(queries["catalog_readers_behind"], version, _LIVE_S)
+            if not behind:
+                return
+            await asyncio.sleep(0.005)
+        log.warning("catalog version %d not yet served by %d copies", version, behind)
 
     async def _fresh(self) -> None:
-        if time.monotonic() - self._loaded_at < _CACHE_SECONDS:
-            return
-        if not self._loaded:
-            async with self._lock:
-                if not self._loaded:
-                    await self._reload()
-            return
-        if self._reloading is None or self._reloading.done():
-            self._reloading = asyncio.get_running_loop().create_task(self._reload_quietly())
-
-    async def _reload_quietly(self) -> None:
-        async with self._lock:
-            if time.monotonic() - self._loaded_at < _CACHE_SECONDS:
-                return
-            try:
-                await self._reload()
-            except Exception as exc:  # keep serving the copy we have; try again later
-                log.warning("catalog reload failed: %s", type(exc).__qualname__)
+        if self.version < 0:  # never loaded (start() not called, or its load failed)
+            await self._catch_up()
 
     async def _reload(self) -> None:
-        async with connection(self._pool) as conn:
+        async with connection(self._pool) as conn, conn.transaction(isolation="repeatable_read"):
+            version = await conn.fetchval(queries["catalog_version"])
             offices = await conn.fetch(queries["all_offices"])
             services = await conn.fetch(queries["all_services"])
         self._offices = {
@@ -127,17 +180,16 @@ class Catalog:
             )
             for r in services
         }
-        self._loaded_at = time.monotonic()
-        self._loaded = True
-
-    def invalidate(self) -> None:
-        """After a write here: the next read waits for a reload."""
-        self._loaded_at = -1e9
-        self._loaded = False
+        self.version = version
 
     async def close(self) -> None:
-        if self._reloading is not None:
-            await self._reloading
+        self._stop.set()
+        if self._follower is not None:
+            await self._follower
+        await asyncio.gather(*self._catching_up, return_exceptions=True)
+        with contextlib.suppress(Exception):  # the row would be ignored once silent anyway
+            async with connection(self._pool) as conn:
+                await conn.execute(queries["catalog_reader_gone"], self._reader)
 
     async def office(self, office_id: str) -> Office:
         await self._fresh()
@@ -162,7 +214,7 @@ class Catalog:
         return sorted(self._services.values(), key=lambda s: s.id)
 
     async def put_service(self, service_id: str, body: ServiceIn, now: object) -> Service:
-        async with connection(self._pool) as conn:
+        async with connection(self._pool) as conn, conn.transaction():
             await conn.execute(
                 queries["upsert_service"],
                 service_id,
@@ -172,12 +224,13 @@ class Catalog:
                 body.requires_reference,
                 now,
             )
-        self.invalidate()
+            version = await conn.fetchval(queries["catalog_changed"])
+        await self._served_everywhere(version)
         return await self.service(service_id)
 
     async def put_office(self, office_id: str, body: OfficeIn, now: object) -> Office:
         zone(body.timezone)
-        async with connection(self._pool) as conn:
+        async with connection(self._pool) as conn, conn.transaction():
             known = {r["id"] for r in await conn.fetch(queries["service_ids"], body.services)}
             missing = [s for s in body.services if s not in known]
             if missing:
@@ -192,5 +245,6 @@ class Catalog:
                 msgspec.to_builtins(body.hours),
                 now,
             )
-        self.invalidate()
+            version = await conn.fetchval(queries["catalog_changed"])
+        await self._served_everywhere(version)
         return await self.office(office_id)

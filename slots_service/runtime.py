@@ -47,7 +47,14 @@ class Runtime:
         pool = await create_pool(settings.database_url, settings.db_pool_size)
         clock: Clock = TestClock(pool) if settings.test_clock else RealClock()
         seats = Seats(counters, pool, clock)
-        return cls(settings, pool, Catalog(pool), clock, seats, Days(pool, seats, settings))
+        catalog = Catalog(pool)
+        try:
+            await catalog.start(settings.database_url)
+        except BaseException:
+            await pool.close()
+            await counters.close()
+            raise
+        return cls(settings, pool, catalog, clock, seats, Days(pool, seats, settings))
 
     async def close(self) -> None:
         await self.seats.finish_background()
