@@ -32,6 +32,26 @@ ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezon
     services = EXCLUDED.services, window_minutes = EXCLUDED.window_minutes,
     hours = EXCLUDED.hours, updated_at = EXCLUDED.updated_at
 
+-- name: catalog_changed
+-- In the transaction of a catalog write: the next version, announced at commit.
+WITH v AS (UPDATE catalog_version SET version = version + 1 RETURNING version)
+SELECT version, pg_notify('slots_catalog', version::text) FROM v
+
+-- name: catalog_version
+SELECT version FROM catalog_version
+
+-- name: catalog_reader_seen
+INSERT INTO catalog_readers (reader, version, seen_at) VALUES ($1, $2, clock_timestamp())
+ON CONFLICT (reader) DO UPDATE SET version = EXCLUDED.version, seen_at = EXCLUDED.seen_at
+
+-- name: catalog_readers_behind
+-- Live copies (heard from within $2 seconds of Postgres's clock) older than version $1.
+SELECT count(*) FROM catalog_readers
+WHERE version < $1 AND seen_at > clock_timestamp() - make_interval(secs => $2)
+
+-- name: catalog_reader_gone
+DELETE FROM catalog_readers WHERE reader = $1 OR seen_at < clock_timestamp() - interval '1 hour'
+
 -- ---------------------------------------------------------------- calendar, horizon
 
 -- name: calendar_mark
