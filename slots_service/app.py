@@ -103,25 +103,15 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
         status = 500
         rid = request_id(scope)
         booking_id: str | None = None
+        observed = False
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, booking_id
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
-            elif (
-                message["type"] == "http.response.body"
-                and booking_id is None
-                and status < 300
-                and scope.get("path_template") in _BOOKING_ROUTES
-            ):
-                found = _BOOKING_BODY.match(message.get("body", b"")[:96])
-                booking_id = found.group(1).decode() if found else None
-            await send(message)
-
-        try:
-            await app(scope, receive, send_wrapper)
-        finally:
+        def observe() -> None:
+            """Count the request once, before its last byte leaves: a caller who has the
+            answer finds it counted in the next scrape."""
+            nonlocal observed, booking_id
+            if observed:
+                return
+            observed = True
             route = scope.get("path_template") or "unmatched"
             method = str(scope.get("method", "GET"))
             elapsed = time.perf_counter() - started
@@ -132,6 +122,28 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
             rt: Runtime | None = getattr(scope["app"].state, "rt", None)
             if rt is not None:
                 metrics.observe_pool(rt.pool)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, booking_id
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+            elif message["type"] == "http.response.body":
+                if (
+                    booking_id is None
+                    and status < 300
+                    and scope.get("path_template") in _BOOKING_ROUTES
+                ):
+                    found = _BOOKING_BODY.match(message.get("body", b"")[:96])
+                    booking_id = found.group(1).decode() if found else None
+                if not message.get("more_body", False):
+                    observe()
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            observe()  # no answer was sent (the client went away, or a fault)
 
     return middleware
 
