@@ -121,6 +121,7 @@ class BookParams(NamedTuple):
     response: bytes
     claim_token: bytes | None
     rebook_cooldown: int
+    notice_accepted: bool
 
 
 async def book(
@@ -146,6 +147,10 @@ async def _book(
     service = await rt.catalog.service(req.service_id)
     if service.requires_reference and not req.reference:
         raise errors.NotBookable(f"service {service.id!r} requires a reference")
+    if service.notice_required and req.notice_accepted is not True:
+        raise errors.NotBookable(
+            f"service {service.id!r} requires its notice accepted (notice_accepted: true)"
+        )
     start = parse_start(req.start)
     starts_at = check_bookable(rt.settings, office, service, req.date, start, req.party_size, now)
     await rt.days.ensure_opened(office, [req.date], now)
@@ -293,6 +298,7 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         response=_encode(out),
         claim_token=held.token if held else None,
         rebook_cooldown=rt.settings.rebook_cooldown_minutes,
+        notice_accepted=req.notice_accepted is True,
     )
     row = await conn.fetchrow(queries["book"], *params)
     assert row is not None

@@ -54,6 +54,11 @@ class Service:
     cancel_cutoff: CancelCutoff
     max_party_size: int
     requires_reference: bool
+    # API 1.1: the business notice (业务须知), the documents to bring, whether a booking must
+    # accept the notice.
+    notice: str | None = None
+    documents: tuple[str, ...] = ()
+    notice_required: bool = False
 
     def out(self) -> ServiceOut:
         return ServiceOut(
@@ -62,6 +67,9 @@ class Service:
             cancel_cutoff=self.cancel_cutoff,
             max_party_size=self.max_party_size,
             requires_reference=self.requires_reference,
+            notice=self.notice,
+            documents=list(self.documents),
+            notice_required=self.notice_required,
         )
 
 
@@ -177,6 +185,9 @@ class Catalog:
                 cancel_cutoff=msgspec.convert(r["cancel_cutoff"], CancelCutoff),
                 max_party_size=r["max_party_size"],
                 requires_reference=r["requires_reference"],
+                notice=r["notice"],
+                documents=tuple(r["documents"]),
+                notice_required=r["notice_required"],
             )
             for r in services
         }
@@ -223,6 +234,9 @@ class Catalog:
                 body.max_party_size,
                 body.requires_reference,
                 now,
+                body.notice,
+                body.documents,
+                body.notice_required,
             )
             version = await conn.fetchval(queries["catalog_changed"])
         await self._served_everywhere(version)

@@ -7,7 +7,7 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct, field
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 from msgspec.structs import force_setattr
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -22,6 +22,8 @@ Phone = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{6,14}$", examples=["+8613926
 TEXT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
 Text = Annotated[str, Meta(max_length=500, pattern=TEXT_PATTERN)]
+Notice = Annotated[str, Meta(min_length=1, max_length=4000, pattern=TEXT_PATTERN)]
+Document = Annotated[str, Meta(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
 Timezone = Annotated[
     str,
     Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$", examples=["Asia/Shanghai"]),
@@ -87,6 +89,15 @@ class ServiceIn(Request, frozen=True):
     cancel_cutoff: CancelCutoff = field(default_factory=lambda: DayBefore(time="18:00"))
     max_party_size: Annotated[int, Meta(ge=1, le=100)] = 1
     requires_reference: bool = False
+    # API 1.1: the business notice (业务须知) a person reads before booking, what to bring, and
+    # whether a booking must carry `notice_accepted: true`.
+    notice: Notice | None = None
+    documents: Annotated[list[Document], Meta(max_length=20)] = field(default_factory=list)
+    notice_required: bool = False
+
+    def __post_init__(self) -> None:
+        if self.notice_required and self.notice is None:
+            raise ValueError("notice_required needs a notice")
 
 
 class ServiceOut(Response):
@@ -95,6 +106,9 @@ class ServiceOut(Response):
     cancel_cutoff: CancelCutoff
     max_party_size: int
     requires_reference: bool
+    notice: str | None = None
+    documents: list[str] = field(default_factory=list)
+    notice_required: bool = False
 
 
 class HoursRange(Request, frozen=True):
@@ -234,6 +248,9 @@ class BookingIn(Request, frozen=True):
     channel: Channel = "web"
     reference: Reference | None = None
     metadata: Metadata = field(default_factory=dict)
+    # API 1.1. Unset when not sent, so that a body of an earlier release hashes as it did then
+    # (an Idempotency-Key retried across a deploy still matches its first request).
+    notice_accepted: bool | UnsetType = UNSET
 
 
 class BookingOut(Response):

@@ -81,6 +81,33 @@ def _flat_maps(struct: type[models.Request], schema: Schema) -> None:
         )
 
 
+def _string_lists(struct: type[models.Request], schema: Schema) -> None:
+    """Litestar drops the item constraints of a `list[str]` field (`documents`): take them from
+    msgspec's own schema too."""
+    full = msgspec.json.schema(struct)
+    own = full.get("$defs", {}).get(struct.__name__, full)
+    for name, prop in own.get("properties", {}).items():
+        items = prop.get("items", {})
+        if prop.get("type") != "array" or items.get("type") != "string":
+            continue
+        if schema.properties is None or name not in schema.properties:
+            continue
+        schema.properties[name] = Schema(
+            type=OpenAPIType.ARRAY,
+            items=_string(items),
+            max_items=prop.get("maxItems"),
+            default=prop.get("default"),
+        )
+
+
+def _unset_optionals(schema: Schema) -> None:
+    """A field that may be left out (`bool | UnsetType`) comes out as a one-way `oneOf`."""
+    for name, prop in (schema.properties or {}).items():
+        if isinstance(prop, Schema) and prop.one_of and len(prop.one_of) == 1:
+            assert schema.properties is not None
+            schema.properties[name] = prop.one_of[0]
+
+
 def refine(document: OpenAPI) -> None:
     """Write into the generated document what the service enforces beyond the models' types."""
     schemas = document.components.schemas if document.components else None
@@ -91,6 +118,8 @@ def refine(document: OpenAPI) -> None:
         if schema is not None:  # every request struct forbids unknown fields
             schema.additional_properties = False
             _flat_maps(struct, schema)
+            _string_lists(struct, schema)
+            _unset_optionals(schema)
     clock = schemas.get(models.ClockIn.__name__)
     if clock is not None and clock.properties and isinstance(clock.properties["now"], Schema):
         clock.properties["now"].pattern = models.CLOCK_PATTERN

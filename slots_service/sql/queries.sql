@@ -13,17 +13,21 @@ FROM bookings b JOIN windows w ON w.id = b.window_id
 SELECT id, name, timezone, services, window_minutes, hours FROM offices ORDER BY id
 
 -- name: all_services
-SELECT id, name, cancel_cutoff, max_party_size, requires_reference FROM services ORDER BY id
+SELECT id, name, cancel_cutoff, max_party_size, requires_reference, notice, documents,
+    notice_required
+FROM services ORDER BY id
 
 -- name: service_ids
 SELECT id FROM services WHERE id = ANY($1::text[])
 
 -- name: upsert_service
-INSERT INTO services (id, name, cancel_cutoff, max_party_size, requires_reference, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO services (id, name, cancel_cutoff, max_party_size, requires_reference, updated_at,
+    notice, documents, notice_required)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, cancel_cutoff = EXCLUDED.cancel_cutoff,
     max_party_size = EXCLUDED.max_party_size, requires_reference = EXCLUDED.requires_reference,
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at, notice = EXCLUDED.notice, documents = EXCLUDED.documents,
+    notice_required = EXCLUDED.notice_required
 
 -- name: upsert_office
 INSERT INTO offices (id, name, timezone, services, window_minutes, hours, updated_at)
@@ -161,6 +165,7 @@ SELECT DISTINCT office_id, day FROM windows WHERE day >= $1 ORDER BY office_id, 
 --   $19 now  $20 cancel_deadline  $21 event_payload
 --   $22 api_key_hash  $23 idempotency_key  $24 response  $25 claim_token (NULL: no key)
 --   $26 rebook_cooldown (minutes after the person's own cancellation of the service; 0: off)
+--   $27 notice_accepted (the person accepted the service's notice)
 WITH w AS (
     SELECT id, capacity, booked, closed FROM windows
     WHERE office_id = $1 AND day = $2 AND start_time = $3 AND end_time = $4
@@ -214,12 +219,12 @@ WITH w AS (
 ), made AS (
     INSERT INTO bookings (id, window_id, window_day, office_id, service_id, person_id, id_type,
         id_masked, name, party_size, channel, reference, metadata, made_on, daily_seq,
-        active_seq, created_at, cancel_deadline)
+        active_seq, created_at, cancel_deadline, notice_accepted)
     SELECT $10, taken.id, $2, $1, $11, who.id, $7, $8, $12, $5, $13, $14, $15, $16,
         (SELECT n FROM today) + 1,
         (SELECT min(s) FROM generate_series(1, $18::int) AS s
          WHERE s <> ALL ((SELECT seqs FROM active)::int[])),
-        $19, $20
+        $19, $20, $27
     FROM taken, who
     RETURNING id
 ), event AS (

@@ -64,12 +64,15 @@ async def put_other_office(client: httpx.AsyncClient) -> None:
 
 # ---------------------------------------------------------------- services
 
+# API 1.1: a service without a business notice says so.
+NO_NOTICE: dict[str, Any] = {"notice": None, "documents": [], "notice_required": False}
+
 
 async def test_put_service_returns_and_stores_it(client: httpx.AsyncClient) -> None:
     response = await client.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == {"id": SERVICE_ID, **SERVICE}
+    assert response.json() == {"id": SERVICE_ID, **SERVICE, **NO_NOTICE}
     got = await client.get(f"/v1/services/{SERVICE_ID}")
     assert got.status_code == 200
     assert got.json() == response.json()
@@ -104,7 +107,11 @@ async def test_put_service_replaces_it_whole(catalog: httpx.AsyncClient) -> None
     }
     response = await catalog.put(f"/v1/services/{SERVICE_ID}", json=second)
     assert response.status_code == 200, response.text
-    assert (await catalog.get(f"/v1/services/{SERVICE_ID}")).json() == {"id": SERVICE_ID, **second}
+    assert (await catalog.get(f"/v1/services/{SERVICE_ID}")).json() == {
+        "id": SERVICE_ID,
+        **second,
+        **NO_NOTICE,
+    }
     # the new rules apply to bookings at once
     problem(
         await catalog.post("/v1/bookings", json=booking_body(party_size=3)), 422, "not_bookable"
@@ -126,8 +133,8 @@ async def test_list_services(client: httpx.AsyncClient) -> None:
         assert (await client.put(f"/v1/services/{service_id}", json=body)).status_code == 200
     listed = (await client.get("/v1/services")).json()
     assert {s["id"]: s for s in listed} == {
-        SERVICE_ID: {"id": SERVICE_ID, **SERVICE},
-        "aa-visa": {"id": "aa-visa", **other},
+        SERVICE_ID: {"id": SERVICE_ID, **SERVICE, **NO_NOTICE},
+        "aa-visa": {"id": "aa-visa", **other, **NO_NOTICE},
     }
     assert len(listed) == 2
 
