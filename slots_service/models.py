@@ -277,10 +277,15 @@ class BookingOut(Response):
     ticket: str | None
     # API 1.1; the defaults read a booking kept by an earlier release (an idempotent replay).
     reschedules: int = 0
+    no_show_waived_at: str | None = None
 
 
 class CancelIn(Request, frozen=True):
     by: Literal["person", "office"]
+    reason: Text = ""
+
+
+class WaiveIn(Request, frozen=True):
     reason: Text = ""
 
 

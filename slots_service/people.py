@@ -1,5 +1,5 @@
-"""People: identity kept as HMAC + masked form, no-show and cancellation blocks, standing and
-unblock."""
+"""People: identity kept as HMAC + masked form, no-show and cancellation blocks, standing,
+unblock, and a no-show waived on proof."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from . import errors
+from . import errors, events
 from .config import Settings
-from .db import connection, queries
-from .models import Standing
+from .db import connection, in_transaction, queries
+from .models import BookingOut, Standing, WaiveIn
 from .render import bookings as render_bookings
 from .render import instant
 from .runtime import Runtime
@@ -90,6 +90,50 @@ async def _block_after(
         return None
     changed: datetime | None = await conn.fetchval(queries["block_person"], person_id, until)
     return changed
+
+
+async def recompute_block(
+    conn: asyncpg.Connection, person_id: int, now: datetime, settings: Settings
+) -> None:
+    """The person's block as the no-shows and cancellations that still count make it now: a
+    block with too few of them behind it ends at once (a no-show waived)."""
+    ends: list[datetime] = []
+    last = await conn.fetchval(
+        queries["no_show_block_last"],
+        person_id,
+        settings.no_show_window_days,
+        settings.no_show_block_count,
+    )
+    if last is not None:
+        ends.append(last + timedelta(days=settings.no_show_block_days))
+    cancels = await conn.fetchrow(
+        queries["cancellation_count"], person_id, cancel_since(now, settings)
+    )
+    assert cancels is not None
+    if cancels["n"] >= settings.cancel_block_count:
+        ends.append(cancels["last"] + timedelta(hours=settings.cancel_block_hours))
+    until = max((end for end in ends if end > now), default=None)
+    await conn.execute(queries["lower_block"], person_id, until)
+
+
+async def waive_no_show(rt: Runtime, booking_id: str, body: WaiveIn, now: datetime) -> BookingOut:
+    """Staff accepted the person's proof: the no-show stops counting, its block is recomputed
+    in the same transaction, and `booking.no_show_waived` is emitted. Again: no change."""
+
+    async def work(conn: asyncpg.Connection) -> BookingOut:
+        if await conn.fetchval(queries["lock_booking"], booking_id) is None:
+            raise errors.NotFound(f"no booking {booking_id!r}")
+        row = await conn.fetchrow(queries["booking_by_id"], booking_id)
+        assert row is not None
+        if row["status"] != "no_show":
+            raise errors.InvalidState(f"a {row['status']} booking has no no-show to waive")
+        if row["no_show_waived_at"] is not None:
+            return (await render_bookings(rt.catalog, [row]))[0]
+        await conn.execute(queries["set_no_show_waived"], booking_id, now, body.reason)
+        await recompute_block(conn, row["person_id"], now, rt.settings)
+        return await events.emit(conn, rt, "booking.no_show_waived", booking_id, now)
+
+    return await in_transaction(rt.pool, work)
 
 
 # ---------------------------------------------------------------- standing

@@ -52,6 +52,7 @@ def booking(row: asyncpg.Record, tz: ZoneInfo) -> BookingOut:
         checked_in_at=instant(row["checked_in_at"], tz),
         ticket=row["ticket"],
         reschedules=row["reschedules"],
+        no_show_waived_at=instant(row["no_show_waived_at"], tz),
     )
 
 

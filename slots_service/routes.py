@@ -48,6 +48,7 @@ from .models import (
     ServiceOut,
     Standing,
     UnblockIn,
+    WaiveIn,
     WindowOut,
 )
 from .problems import raises
@@ -444,6 +445,19 @@ async def check_in(rt: RT, booking_id: BookingIdPath) -> BookingOut:
     return await booking.check_in(rt, booking_id, await rt.clock.now())
 
 
+@post(
+    "/v1/bookings/{booking_id:str}/waive-no-show",
+    guards=ADMIN,
+    status_code=200,
+    tags=["bookings"],
+    responses=raises(errors.NotFound, errors.InvalidState),
+)
+async def waive_no_show(rt: RT, booking_id: BookingIdPath, data: JSONBody[WaiveIn]) -> BookingOut:
+    """Staff accept a person's proof for a no-show: it stays `no_show`, stops counting towards
+    the no-show block (lifted at once when too few remain), `booking.no_show_waived`."""
+    return await people.waive_no_show(rt, booking_id, data, await rt.clock.now())
+
+
 @post("/v1/people/standing", guards=READ, status_code=200, tags=["people"], responses=raises())
 async def standing(rt: RT, data: JSONBody[IdentityIn]) -> Standing:
     return await people.standing(rt, data.id_type, data.id_number, await rt.clock.now())
@@ -488,6 +502,7 @@ handlers = [
     cancel_booking,
     reschedule_booking,
     check_in,
+    waive_no_show,
     standing,
     list_events,
 ]

@@ -301,10 +301,25 @@ WHERE b.reference = $1 ORDER BY b.created_at DESC, b.id LIMIT 50
 SELECT id, blocked_until, unblocked_at FROM people WHERE id_hmac = $1
 
 -- name: no_show_count
+-- A waived no-show counts for nothing (API 1.1).
 SELECT count(*)::int AS n, max(w.starts_at) AS last
 FROM bookings b JOIN windows w ON w.id = b.window_id JOIN people p ON p.id = b.person_id
-WHERE b.person_id = $1 AND b.status = 'no_show' AND w.starts_at > $2
-    AND (p.unblocked_at IS NULL OR b.no_show_at > p.unblocked_at)
+WHERE b.person_id = $1 AND b.status = 'no_show' AND b.no_show_waived_at IS NULL
+    AND w.starts_at > $2 AND (p.unblocked_at IS NULL OR b.no_show_at > p.unblocked_at)
+
+-- name: no_show_block_last
+-- The latest unwaived no-show that has $3 unwaived no-shows (itself included) within $2 days
+-- up to it: the no-show a block would run from, as the sweeps counted when they made it.
+WITH counted AS (
+    SELECT w.starts_at
+    FROM bookings b JOIN windows w ON w.id = b.window_id JOIN people p ON p.id = b.person_id
+    WHERE b.person_id = $1 AND b.status = 'no_show' AND b.no_show_waived_at IS NULL
+        AND (p.unblocked_at IS NULL OR b.no_show_at > p.unblocked_at)
+)
+SELECT max(l.starts_at) FROM counted l
+WHERE (SELECT count(*) FROM counted e
+       WHERE e.starts_at > l.starts_at - make_interval(days => $2)
+           AND e.starts_at <= l.starts_at) >= $3
 
 -- name: cancellation_count
 SELECT count(*)::int AS n, max(b.cancelled_at) AS last
@@ -315,6 +330,13 @@ WHERE b.person_id = $1 AND b.status = 'cancelled' AND b.cancelled_by = 'person'
 -- name: block_person
 UPDATE people SET blocked_until = $2
 WHERE id = $1 AND (blocked_until IS NULL OR blocked_until < $2)
+RETURNING blocked_until
+
+-- name: lower_block
+-- A block recomputed after a waiver: it only ever ends sooner, and a lifted one stays lifted.
+UPDATE people SET blocked_until = CASE WHEN $2::timestamptz IS NULL THEN NULL
+                                       ELSE LEAST(blocked_until, $2) END
+WHERE id = $1 AND blocked_until IS NOT NULL
 RETURNING blocked_until
 
 -- name: unblock_person
@@ -334,6 +356,10 @@ ORDER BY w.ends_at, b.id LIMIT $2 FOR UPDATE OF b SKIP LOCKED
 
 -- name: set_no_show
 UPDATE bookings SET status = 'no_show', no_show_at = $2 WHERE id = $1 AND status = 'booked'
+
+-- name: set_no_show_waived
+UPDATE bookings SET no_show_waived_at = $2, no_show_waive_reason = $3
+WHERE id = $1 AND status = 'no_show' AND no_show_waived_at IS NULL
 
 -- name: due_reminders
 SELECT b.id FROM bookings b JOIN windows w ON w.id = b.window_id

@@ -64,6 +64,7 @@ BOOKING_FIELDS = {
     "checked_in_at",
     "ticket",
     "reschedules",
+    "no_show_waived_at",
 }
 BOOKING_ID = re.compile(r"^[A-Z0-9]{12,20}$")
 OTHER_SERVICE = "residence-permit-extension"
@@ -154,6 +155,7 @@ async def test_created_booking_has_exactly_the_contract_fields(
         "checked_in_at": None,
         "ticket": None,
         "reschedules": 0,
+        "no_show_waived_at": None,
     }
     assert "M92839408" not in response.text
     assert await get(catalog, created["id"]) == created
