@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -111,9 +110,10 @@ def server(settings: Settings, path: Path, **options: Any) -> Any:
                 stop()
                 return
             log.info("draining: /readyz 503, serving stops in %.1f s", settings.drain_seconds)
-            timer = threading.Timer(settings.drain_seconds, stop)
-            timer.daemon = True
-            timer.start()
+            # A kernel interval timer, not a thread waiting with a timeout: a relative timer
+            # holds whatever a clock says (a thread's timed wait is an absolute instant).
+            signal.signal(signal.SIGALRM, lambda *_: stop())
+            signal.setitimer(signal.ITIMER_REAL, settings.drain_seconds)
 
         def _stop_workers(self) -> None:
             pids = [w.inner.pid for w in self.wrks]
