@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from slots_service.jobs import JOBS
 from slots_service.runtime import Runtime
 from slots_service.webhooks import deliver_webhooks
 from tests.conftest import booking_body, person
+from tests.integration.helpers import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -97,25 +97,10 @@ EXPRESSIONS = dashboard_exprs() + rule_exprs()
 # ------------------------------------------------------------------ the real exposition
 
 
-async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A webhook receiver: 200 to every request."""
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-            await reader.readexactly(int(length.group(1)) if length else 0)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-
 async def _deliver_webhooks_once(settings: Settings) -> None:
     """The scheduler's webhook sender, until it has delivered an event to a local receiver."""
     port = free_port()
-    server = await asyncio.start_server(_answer_ok, "127.0.0.1", port)
+    server = await asyncio.start_server(WebhookReceiver().handle, "127.0.0.1", port)
     rt = await Runtime.start(replace(settings, webhook_url=f"http://127.0.0.1:{port}/hook"))
     stop = asyncio.Event()
     sender = asyncio.create_task(deliver_webhooks(rt, stop))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import msgspec
@@ -22,3 +23,36 @@ async def prepare_catalog(rt: Runtime, now: datetime) -> None:
     from slots_service.jobs import reconcile
 
     await reconcile(rt, now)
+
+
+class WebhookReceiver:
+    """A loopback HTTP/1.1 endpoint for the webhook sender: answers 503 to the first
+    `fail_first` requests, then 200, and keeps every body it accepted with its headers."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.fail_first = fail_first
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.answered = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.answered += 1
+                status = (
+                    b"503 Service Unavailable" if self.answered <= self.fail_first else b"200 OK"
+                )
+                if status.startswith(b"200"):
+                    self.received.append((headers, body))
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()

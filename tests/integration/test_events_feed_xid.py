@@ -28,6 +28,7 @@ from slots_service.runtime import Runtime
 from slots_service.webhooks import deliver_webhooks
 from tests.api.steps import book, cancel, events
 from tests.conftest import OFFICE_ID, person
+from tests.integration.helpers import WebhookReceiver
 
 SECRET = "xid-webhook-secret"
 PAGE_SIZES = (1, 3, 7, 50, 1000)
@@ -38,35 +39,10 @@ CHURN_DAY = "2026-12-01"
 SPAN = 12  # transaction ids written on each side of a boundary
 
 
-class Receiver:
-    """A loopback HTTP/1.1 endpoint that answers 200 and keeps every body with its headers."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode().split("\r\n")
-                headers = {
-                    k.strip().lower(): v.strip()
-                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.received.append((headers, body))
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 @contextlib.asynccontextmanager
-async def webhook_sender(settings: Settings) -> AsyncIterator[Receiver]:
+async def webhook_sender(settings: Settings) -> AsyncIterator[WebhookReceiver]:
     """The scheduler's webhook sender, running in this loop against a loopback receiver."""
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     port = free_port()
     server = await asyncio.start_server(receiver.handle, "127.0.0.1", port)
     rt = await Runtime.start(

@@ -19,47 +19,15 @@ from slots_service.models import BookingIn, CancelIn, PersonIn
 from slots_service.runtime import Runtime
 from slots_service.webhooks import deliver_webhooks
 from tests.conftest import OFFICE_ID, SERVICE_ID
-from tests.integration.helpers import prepare_catalog
+from tests.integration.helpers import WebhookReceiver, prepare_catalog
 
 NOW = datetime.fromisoformat("2026-11-23T10:00:00+08:00")
 SECRET = "webhook-secret"
 
 
-class Receiver:
-    """A minimal HTTP/1.1 endpoint on loopback that records bodies; fails the first N."""
-
-    def __init__(self, fail_first: int) -> None:
-        self.fail_first = fail_first
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.answered = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode().split("\r\n")
-                headers = {
-                    k.strip().lower(): v.strip()
-                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.answered += 1
-                status = (
-                    b"503 Service Unavailable" if self.answered <= self.fail_first else b"200 OK"
-                )
-                if status.startswith(b"200"):
-                    self.received.append((headers, body))
-                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 async def test_events_are_delivered_signed_and_retried(settings: Settings) -> None:
     port = free_port()
-    receiver = Receiver(fail_first=1)
+    receiver = WebhookReceiver(fail_first=1)
     server = await asyncio.start_server(receiver.handle, "127.0.0.1", port)
     rt = await Runtime.start(
         replace(
