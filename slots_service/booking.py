@@ -17,7 +17,7 @@ from typing import NamedTuple
 import asyncpg
 import msgspec
 
-from . import errors, events, idempotency, metrics, people
+from . import errors, events, idempotency, metrics, party, people
 from .catalog import Office, Service
 from .config import Settings
 from .counters import Gate
@@ -153,6 +153,7 @@ async def _book(
         )
     start = parse_start(req.start)
     starts_at = check_bookable(rt.settings, office, service, req.date, start, req.party_size, now)
+    members = party.members_of(rt.settings, req)
     await rt.days.ensure_opened(office, [req.date], now)
     who = req.person
     id_hmac = people.identity_hmac(rt.settings.pii_key.get(), who.id_type, who.id_number)
@@ -166,7 +167,7 @@ async def _book(
             if replayed is not None:
                 return replayed
         raise refusal
-    run = _Run(rt, req, office, service, start, starts_at, id_hmac, now, None)
+    run = _Run(rt, req, office, service, start, starts_at, id_hmac, now, None, members)
     try:
         return await _claim_and_record(run, gate, keyed)
     finally:
@@ -202,17 +203,32 @@ def _seat(req: BookingIn) -> tuple[str, date, str, int]:
 
 
 async def _record(run: _Run) -> BookingOut:
-    """The booking statement; once more with the day's real window if the day was planned
-    under other hours than today's."""
-    rt, req, office, service, start, starts_at, id_hmac, _, _ = run
+    """The booking statement, alone (one round trip) or, for a party with members, in one
+    transaction after every identity of the party was locked and the members checked."""
+    rt, req, office, service, _, starts_at, id_hmac, now, _, members = run
     ends_at = starts_at + timedelta(minutes=office.window_minutes)
     try:
         async with connection(rt.pool) as conn:
-            made = await _statement(conn, run, ends_at)
-            if made is not None:
-                return made
-            window = await conn.fetchrow(queries["window_at"], office.id, req.date, start)
-            if window is not None and (made := await _statement(conn, run, window["ends_at"])):
+            if not members:
+                return await _decide(conn, run, ends_at)
+            async with conn.transaction():
+                person = party.Member(
+                    id_hmac, req.person.id_type, people.mask(req.person.id_number), ""
+                )
+                made_on = local_today(now, office.tz)
+                found = await party.hold(
+                    conn, rt.settings, person, members, service.id, made_on, now
+                )
+                if found is not None:
+                    raise refusal(
+                        found["verdict"],
+                        found["blocked_until"],
+                        found["active_booking_id"],
+                        office,
+                        found["retry_at"],
+                    )
+                made = await _decide(conn, run, ends_at)
+                await party.record(conn, made.id, members)
                 return made
     except errors.ActiveBookingExists as exc:
         if exc.extra.get("booking_id") is not None:
@@ -221,6 +237,18 @@ async def _record(run: _Run) -> BookingOut:
         async with connection(rt.pool) as conn:
             found = await conn.fetchval(queries["active_booking_of"], id_hmac, service.id)
         raise errors.ActiveBookingExists(found) from None
+
+
+async def _decide(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> BookingOut:
+    """The booking statement; once more with the day's real window if the day was planned
+    under other hours than today's."""
+    req, office, start = run.req, run.office, run.start
+    made = await _statement(conn, run, ends_at)
+    if made is not None:
+        return made
+    window = await conn.fetchrow(queries["window_at"], office.id, req.date, start)
+    if window is not None and (made := await _statement(conn, run, window["ends_at"])):
+        return made
     raise errors.NotBookable(f"no window starts at {req.start} on {req.date}")
 
 
@@ -236,12 +264,13 @@ class _Run(NamedTuple):
     id_hmac: bytes
     now: datetime
     held: Claim | None
+    members: tuple[party.Member, ...]
 
 
 async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> BookingOut | None:
     """One run of `book`: the booking, None when no window has these times, else the
     refusal raised."""
-    rt, req, office, service, start, starts_at, id_hmac, now, held = run
+    rt, req, office, service, start, starts_at, id_hmac, now, held, members = run
     key = rt.settings.pii_key.get()
     person = req.person
     masked = people.mask(person.id_number)
@@ -268,6 +297,7 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         cancel_reason=None,
         checked_in_at=None,
         ticket=None,
+        members=[m.out() for m in members],
     )
     params = BookParams(
         office_id=office.id,
@@ -300,7 +330,14 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         rebook_cooldown=rt.settings.rebook_cooldown_minutes,
         notice_accepted=req.notice_accepted is True,
     )
-    row = await conn.fetchrow(queries["book"], *params)
+    try:
+        row = await conn.fetchrow(queries["book"], *params)
+    except asyncpg.exceptions.NotNullViolationError as exc:
+        if exc.column_name != "person_id":
+            raise
+        # A party booking took the person while the statement waited for their row (`who`):
+        # decided again, it sees what the party committed.
+        row = await conn.fetchrow(queries["book"], *params)
     assert row is not None
     if row["booking_id"] is not None:
         metrics.bookings.labels("created").inc()

@@ -116,6 +116,8 @@ class Settings:
     max_reschedules: int = 3
     # API 1.1: no booking of a service this long after the person's own cancellation of it.
     rebook_cooldown_minutes: int = 0
+    # API 1.1: a party of more than one must name its members.
+    party_members_required: bool = False
     rate_limit_per_key_per_minute: int = 0
     rate_limit_per_person_per_minute: int = 60
 
@@ -229,6 +231,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_allow_eviction=env.get("SLOTS_REDIS_ALLOW_EVICTION", "").lower() in _TRUE,
         horizon_opens_at=_hhmm(env, "SLOTS_HORIZON_OPENS_AT", Settings.horizon_opens_at),
         one_phone_per_identity=env.get("SLOTS_ONE_PHONE_PER_IDENTITY", "1").lower() in _TRUE,
+        party_members_required=env.get("SLOTS_PARTY_MEMBERS_REQUIRED", "").lower() in _TRUE,
         reminder_time=_hhmm(env, "SLOTS_REMINDER_TIME", Settings.reminder_time),
         **ints,
     )

@@ -225,6 +225,12 @@ class PersonIn(IdentityIn, frozen=True):
     phone: Phone
 
 
+class MemberIn(IdentityIn, frozen=True):
+    """Another person of a party (API 1.1): held to the person rules, no phone."""
+
+    name: Name
+
+
 class UnblockIn(IdentityIn, frozen=True):
     reason: Text = ""
 
@@ -251,6 +257,7 @@ class BookingIn(Request, frozen=True):
     # API 1.1. Unset when not sent, so that a body of an earlier release hashes as it did then
     # (an Idempotency-Key retried across a deploy still matches its first request).
     notice_accepted: bool | UnsetType = UNSET
+    members: Annotated[list[MemberIn], Meta(max_length=99)] | UnsetType = UNSET
 
 
 class BookingOut(Response):
@@ -278,6 +285,7 @@ class BookingOut(Response):
     # API 1.1; the defaults read a booking kept by an earlier release (an idempotent replay).
     reschedules: int = 0
     no_show_waived_at: str | None = None
+    members: list[PersonOut] = field(default_factory=list)
 
 
 class CancelIn(Request, frozen=True):

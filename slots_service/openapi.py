@@ -100,12 +100,18 @@ def _string_lists(struct: type[models.Request], schema: Schema) -> None:
         )
 
 
-def _unset_optionals(schema: Schema) -> None:
-    """A field that may be left out (`bool | UnsetType`) comes out as a one-way `oneOf`."""
+def _unset_optionals(struct: type[models.Request], schema: Schema) -> None:
+    """A field that may be left out (`bool | UnsetType`) comes out as a one-way `oneOf`, and a
+    list's length limit lost: its plain type, with msgspec's own limit."""
+    full = msgspec.json.schema(struct)
+    own = full.get("$defs", {}).get(struct.__name__, full).get("properties", {})
     for name, prop in (schema.properties or {}).items():
         if isinstance(prop, Schema) and prop.one_of and len(prop.one_of) == 1:
             assert schema.properties is not None
-            schema.properties[name] = prop.one_of[0]
+            plain = prop.one_of[0]
+            if isinstance(plain, Schema) and "maxItems" in own.get(name, {}):
+                plain.max_items = own[name]["maxItems"]
+            schema.properties[name] = plain
 
 
 def refine(document: OpenAPI) -> None:
@@ -119,7 +125,7 @@ def refine(document: OpenAPI) -> None:
             schema.additional_properties = False
             _flat_maps(struct, schema)
             _string_lists(struct, schema)
-            _unset_optionals(schema)
+            _unset_optionals(struct, schema)
     clock = schemas.get(models.ClockIn.__name__)
     if clock is not None and clock.properties and isinstance(clock.properties["now"], Schema):
         clock.properties["now"].pattern = models.CLOCK_PATTERN

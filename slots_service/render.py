@@ -53,6 +53,7 @@ def booking(row: asyncpg.Record, tz: ZoneInfo) -> BookingOut:
         ticket=row["ticket"],
         reschedules=row["reschedules"],
         no_show_waived_at=instant(row["no_show_waived_at"], tz),
+        members=msgspec.convert(row["members"], list[PersonOut]),
     )
 
 

@@ -2,9 +2,12 @@
 -- `-- fragment: x` is a piece of SQL that queries include as {x}.
 
 -- fragment: booking_rows
--- A booking as the API shows it: its row with its window's day and times (render.booking).
--- Queries name it as {booking_rows}.
-SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at
+-- A booking as the API shows it: its row with its window's day and times and its party's
+-- members (render.booking). Queries name it as {booking_rows}.
+SELECT b.*, w.day, w.start_time, w.end_time, w.starts_at, w.ends_at,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('id_type', m.id_type,
+                'id_number_masked', m.id_masked, 'name', m.name) ORDER BY m.position), '[]')
+     FROM booking_members m WHERE m.booking_id = b.id) AS members
 FROM bookings b JOIN windows w ON w.id = b.window_id
 
 -- ---------------------------------------------------------------- catalog
@@ -170,7 +173,7 @@ WITH w AS (
     SELECT id, capacity, booked, closed FROM windows
     WHERE office_id = $1 AND day = $2 AND start_time = $3 AND end_time = $4
 ), person AS (
-    SELECT id, blocked_until FROM people WHERE id_hmac = $6
+    SELECT id, blocked_until, party_seq FROM people WHERE id_hmac = $6
 ), phone_owner AS (
     SELECT id FROM people WHERE phone_hmac = $9 AND id_hmac <> $6
 ), active AS (
@@ -182,12 +185,19 @@ WITH w AS (
 ), today AS (
     SELECT count(*)::int AS n
     FROM bookings b WHERE b.person_id = (SELECT id FROM person) AND b.made_on = $16
+), as_member AS (
+    -- the bookings the person holds a place in as a party's member count as their own
+    SELECT b.id, b.service_id, b.status, b.made_on, b.cancelled_at, b.cancelled_by
+    FROM booking_members m JOIN bookings b ON b.id = m.booking_id
+    WHERE m.person_id = (SELECT id FROM person)
 ), cooldown AS (
     -- only a person's own cancellation starts one (an office's or a closure's does not)
-    SELECT max(b.cancelled_at) + make_interval(mins => $26) AS retry_at
-    FROM bookings b
-    WHERE $26 > 0 AND b.person_id = (SELECT id FROM person) AND b.service_id = $11
-        AND b.status = 'cancelled' AND b.cancelled_by = 'person'
+    SELECT max(c.cancelled_at) + make_interval(mins => $26) AS retry_at
+    FROM (SELECT b.service_id, b.status, b.cancelled_at, b.cancelled_by FROM bookings b
+          WHERE b.person_id = (SELECT id FROM person)
+          UNION ALL
+          SELECT service_id, status, cancelled_at, cancelled_by FROM as_member) c
+    WHERE $26 > 0 AND c.service_id = $11 AND c.status = 'cancelled' AND c.cancelled_by = 'person'
 ), claim AS (
     -- The Idempotency-Key is still this request's ($25 its claim token), locked to the commit:
     -- a retry that took over a lapsed lease first makes this request book nothing, and a
@@ -202,9 +212,12 @@ WITH w AS (
         WHEN (SELECT closed FROM w) THEN 'closed'
         WHEN (SELECT blocked_until FROM person) > $19 THEN 'blocked'
         WHEN EXISTS (SELECT FROM phone_owner) THEN 'phone'
-        WHEN cardinality((SELECT seqs FROM active)) >= $18 THEN 'active'
+        WHEN cardinality((SELECT seqs FROM active))
+            + (SELECT count(*) FROM as_member WHERE service_id = $11 AND status = 'booked')
+            >= $18 THEN 'active'
         WHEN (SELECT retry_at FROM cooldown) > $19 THEN 'cooldown'
-        WHEN (SELECT n FROM today) >= $17 THEN 'daily'
+        WHEN (SELECT n FROM today) + (SELECT count(*) FROM as_member WHERE made_on = $16)
+            >= $17 THEN 'daily'
         ELSE 'ok' END AS v
 ), taken AS (
     UPDATE windows SET booked = booked + $5
@@ -215,6 +228,9 @@ WITH w AS (
     INSERT INTO people AS p (id_hmac, id_type, id_masked, phone_hmac, created_at)
     SELECT $6, $7, $8, $9, $19 FROM taken
     ON CONFLICT (id_hmac) DO UPDATE SET phone_hmac = coalesce(EXCLUDED.phone_hmac, p.phone_hmac)
+    -- A party booking took this person while the statement waited for the row: no row here,
+    -- `made` fails on its NULL person_id, and booking.py runs the statement once more.
+    WHERE p.party_seq = coalesce((SELECT party_seq FROM person), 0)
     RETURNING id
 ), made AS (
     INSERT INTO bookings (id, window_id, window_day, office_id, service_id, person_id, id_type,
@@ -225,7 +241,7 @@ WITH w AS (
         (SELECT min(s) FROM generate_series(1, $18::int) AS s
          WHERE s <> ALL ((SELECT seqs FROM active)::int[])),
         $19, $20, $27
-    FROM taken, who
+    FROM taken LEFT JOIN who ON true
     RETURNING id
 ), event AS (
     INSERT INTO events (type, occurred_at, booking_id, window_day, payload)
@@ -237,13 +253,67 @@ WITH w AS (
 SELECT (SELECT v FROM verdict) AS verdict,
        (SELECT id FROM made) AS booking_id,
        (SELECT blocked_until FROM person) AS blocked_until,
-       (SELECT booking_id FROM active) AS active_booking_id,
+       coalesce((SELECT booking_id FROM active),
+                (SELECT min(id) FROM as_member WHERE service_id = $11 AND status = 'booked'))
+           AS active_booking_id,
        (SELECT retry_at FROM cooldown) AS retry_at
 
 -- name: active_booking_of
 SELECT b.id FROM bookings b JOIN people p ON p.id = b.person_id
 WHERE p.id_hmac = $1 AND b.service_id = $2 AND b.status = 'booked'
 ORDER BY b.created_at LIMIT 1
+
+-- name: lock_party
+-- Every identity of a party booking ($1 id_hmacs in order, $2 id_types, $3 masked), its people
+-- row made or locked to the commit and its party_seq moved: two parties that share anyone, and
+-- a plain booking of any of them, are decided one after the other.
+INSERT INTO people AS p (id_hmac, id_type, id_masked, created_at, party_seq)
+SELECT u.h, u.t, u.m, $4, 1 FROM unnest($1::bytea[], $2::text[], $3::text[]) AS u(h, t, m)
+ORDER BY u.h
+ON CONFLICT (id_hmac) DO UPDATE SET party_seq = p.party_seq + 1
+
+-- name: party_verdict
+-- The first member ($1 id_hmacs in the party's order) a person rule refuses, once their rows
+-- are locked (lock_party): blocked, holding a booking of the service ($2, limit $5), the rebook
+-- cooldown ($7 minutes), the bookings made today ($3, limit $4); $6 now. No row: none.
+WITH m AS (
+    SELECT u.h, u.ord FROM unnest($1::bytea[]) WITH ORDINALITY AS u(h, ord)
+), pm AS (
+    SELECT m.ord, p.id, p.blocked_until FROM m JOIN people p ON p.id_hmac = m.h
+), held AS (
+    SELECT pm.ord, b.id, b.service_id, b.status, b.made_on, b.cancelled_at, b.cancelled_by
+    FROM pm JOIN bookings b ON b.person_id = pm.id
+    UNION ALL
+    SELECT pm.ord, b.id, b.service_id, b.status, b.made_on, b.cancelled_at, b.cancelled_by
+    FROM pm JOIN booking_members bm ON bm.person_id = pm.id JOIN bookings b ON b.id = bm.booking_id
+), each AS (
+    SELECT pm.ord, pm.blocked_until,
+        (SELECT count(*) FROM held h
+         WHERE h.ord = pm.ord AND h.service_id = $2 AND h.status = 'booked') AS active,
+        (SELECT min(h.id) FROM held h
+         WHERE h.ord = pm.ord AND h.service_id = $2 AND h.status = 'booked') AS active_booking_id,
+        (SELECT max(h.cancelled_at) + make_interval(mins => $7) FROM held h
+         WHERE $7 > 0 AND h.ord = pm.ord AND h.service_id = $2 AND h.status = 'cancelled'
+             AND h.cancelled_by = 'person') AS retry_at,
+        (SELECT count(*) FROM held h WHERE h.ord = pm.ord AND h.made_on = $3) AS today
+    FROM pm
+), verdicts AS (
+    SELECT ord, blocked_until, active_booking_id, retry_at, CASE
+        WHEN blocked_until > $6 THEN 'blocked'
+        WHEN active >= $5 THEN 'active'
+        WHEN retry_at > $6 THEN 'cooldown'
+        WHEN today >= $4 THEN 'daily'
+        END AS verdict
+    FROM each
+)
+SELECT verdict, blocked_until, active_booking_id, retry_at FROM verdicts
+WHERE verdict IS NOT NULL ORDER BY ord LIMIT 1
+
+-- name: insert_members
+INSERT INTO booking_members (booking_id, position, person_id, id_type, id_masked, name)
+SELECT $1, u.pos, p.id, u.t, u.m, u.n
+FROM unnest($2::bytea[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(h, t, m, n, pos)
+JOIN people p ON p.id_hmac = u.h
 
 -- name: booking_by_id
 {booking_rows} WHERE b.id = $1
@@ -288,8 +358,14 @@ INSERT INTO events (type, occurred_at, booking_id, window_day, payload)
 VALUES ($1, $2, $3, $4, $5)
 
 -- name: search_by_identity
-{booking_rows} JOIN people p ON p.id = b.person_id
-WHERE p.id_hmac = $1 ORDER BY b.created_at DESC, b.id LIMIT 50
+-- The person's bookings, and those they are a member of.
+{booking_rows}
+WHERE b.id IN (SELECT o.id FROM bookings o JOIN people p ON p.id = o.person_id
+               WHERE p.id_hmac = $1
+               UNION ALL
+               SELECT m.booking_id FROM booking_members m JOIN people p ON p.id = m.person_id
+               WHERE p.id_hmac = $1)
+ORDER BY b.created_at DESC, b.id LIMIT 50
 
 -- name: search_by_reference
 {booking_rows}
@@ -345,7 +421,10 @@ RETURNING id
 
 -- name: active_bookings_of
 {booking_rows}
-WHERE b.person_id = $1 AND b.status = 'booked' ORDER BY w.starts_at
+WHERE (b.person_id = $1
+       OR b.id IN (SELECT m.booking_id FROM booking_members m WHERE m.person_id = $1))
+    AND b.status = 'booked'
+ORDER BY w.starts_at
 
 -- ---------------------------------------------------------------- jobs
 
@@ -392,6 +471,7 @@ DELETE FROM tickets WHERE day < $1
 -- name: purge_people
 -- People with no booking left keep nothing worth keeping (no block in force).
 DELETE FROM people p WHERE NOT EXISTS (SELECT FROM bookings b WHERE b.person_id = p.id)
+    AND NOT EXISTS (SELECT FROM booking_members m WHERE m.person_id = p.id)
     AND (p.blocked_until IS NULL OR p.blocked_until < $1) AND p.created_at < $2
 
 -- ---------------------------------------------------------------- events feed

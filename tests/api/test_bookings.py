@@ -65,6 +65,7 @@ BOOKING_FIELDS = {
     "ticket",
     "reschedules",
     "no_show_waived_at",
+    "members",
 }
 BOOKING_ID = re.compile(r"^[A-Z0-9]{12,20}$")
 OTHER_SERVICE = "residence-permit-extension"
@@ -156,6 +157,7 @@ async def test_created_booking_has_exactly_the_contract_fields(
         "ticket": None,
         "reschedules": 0,
         "no_show_waived_at": None,
+        "members": [],
     }
     assert "M92839408" not in response.text
     assert await get(catalog, created["id"]) == created

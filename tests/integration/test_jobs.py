@@ -126,7 +126,7 @@ async def test_counters_equal_the_durable_record(
 ) -> None:
     rt = prepared
     await rt.pool.execute(
-        "TRUNCATE bookings, events, people, tickets; UPDATE windows SET booked = 0"
+        "TRUNCATE booking_members, bookings, events, people, tickets; UPDATE windows SET booked = 0"
     )
     await reconcile(rt, NOW)
     # check-in needs the window's hour: on the day itself, an hour before 09:00

@@ -14,6 +14,7 @@ RULES = {
     "seats",
     "events",
     "people",
+    "party",
     "horizon",
     "closures",
     "availability",

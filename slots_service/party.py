@@ -1,0 +1,94 @@
+"""A party's members (API 1.1): named people besides the person, each held to the person rules,
+kept like the person (HMAC and masked number), decided with the booking in one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NamedTuple
+
+import asyncpg
+from msgspec import UNSET
+
+from . import errors, people
+from .config import Settings
+from .db import queries
+from .models import BookingIn, PersonOut
+
+
+class Member(NamedTuple):
+    id_hmac: bytes
+    id_type: str
+    id_masked: str
+    name: str
+
+    def out(self) -> PersonOut:
+        return PersonOut(id_type=self.id_type, id_number_masked=self.id_masked, name=self.name)
+
+
+def members_of(settings: Settings, req: BookingIn) -> tuple[Member, ...]:
+    """The request's members, checked against the party (the rules that need no database)."""
+    given = [] if req.members is UNSET else req.members
+    others = req.party_size - 1
+    if req.members is not UNSET and len(given) != others:
+        raise errors.NotBookable(f"members name the other {others} people of the party")
+    if settings.party_members_required and others and not given:
+        raise errors.NotBookable(f"a party of {req.party_size} names its members")
+    seen = {(req.person.id_type, req.person.id_number)}
+    for member in given:
+        identity = (member.id_type, member.id_number)
+        if identity in seen:
+            raise errors.NotBookable("members are distinct people, none of them the person")
+        seen.add(identity)
+    key = settings.pii_key.get()
+    return tuple(
+        Member(
+            people.identity_hmac(key, m.id_type, m.id_number),
+            m.id_type,
+            people.mask(m.id_number),
+            m.name,
+        )
+        for m in given
+    )
+
+
+async def hold(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    person: Member,
+    members: tuple[Member, ...],
+    service_id: str,
+    made_on: object,
+    now: datetime,
+) -> asyncpg.Record | None:
+    """Lock every identity of the party to the commit, then the first member a person rule
+    refuses (its verdict row), or None. Runs in the booking's transaction."""
+    everyone = sorted((person, *members))
+    await conn.execute(
+        queries["lock_party"],
+        [m.id_hmac for m in everyone],
+        [m.id_type for m in everyone],
+        [m.id_masked for m in everyone],
+        now,
+    )
+    found: asyncpg.Record | None = await conn.fetchrow(
+        queries["party_verdict"],
+        [m.id_hmac for m in members],
+        service_id,
+        made_on,
+        settings.bookings_per_day,
+        settings.active_bookings_per_service,
+        now,
+        settings.rebook_cooldown_minutes,
+    )
+    return found
+
+
+async def record(conn: asyncpg.Connection, booking_id: str, members: tuple[Member, ...]) -> None:
+    await conn.execute(
+        queries["insert_members"],
+        booking_id,
+        [m.id_hmac for m in members],
+        [m.id_type for m in members],
+        [m.id_masked for m in members],
+        [m.name for m in members],
+    )
