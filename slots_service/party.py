@@ -3,7 +3,7 @@ kept like the person (HMAC and masked number), decided with the booking in one t
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import NamedTuple
 
 import asyncpg
@@ -57,7 +57,7 @@ async def hold(
     person: Member,
     members: tuple[Member, ...],
     service_id: str,
-    made_on: object,
+    made_on: date,
     now: datetime,
 ) -> asyncpg.Record | None:
     """Lock every identity of the party to the commit, then the first member a person rule
