@@ -38,6 +38,7 @@ from .render import booking as render_booking
 from .render import bookings as render_bookings
 from .render import event_payload, hhmm, instant
 from .runtime import Runtime
+from .seats import Released, release
 
 _ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: 5 bits each
 _ID_LENGTH = 14  # 70 random bits
@@ -418,20 +419,21 @@ async def cancel_locked(
     by: str,
     reason: str,
     now: datetime,
-) -> BookingOut:
-    """Cancel a locked `booked` booking: status, seats, event, and any block it earns."""
+) -> tuple[BookingOut, Released]:
+    """Cancel a locked `booked` booking: status, seats, event, and any block it earns; returns
+    the booking and the seats it freed."""
     await conn.execute(queries["set_cancelled"], row["id"], now, by, reason)
-    await conn.execute(queries["release_seats"], row["window_id"], row["party_size"])
+    released = await release(conn, row)
     out = await events.emit(conn, rt, "booking.cancelled", row["id"], now)
     if by == "person":
         until = await people.block_after_cancellations(conn, row["person_id"], now, rt.settings)
         if until is not None:
             await events.emit_blocked(conn, rt, out, until, now)
-    return out
+    return out, released
 
 
 async def cancel(rt: Runtime, booking_id: str, body: CancelIn, now: datetime) -> BookingOut:
-    async def work(conn: asyncpg.Connection) -> tuple[BookingOut, asyncpg.Record | None]:
+    async def work(conn: asyncpg.Connection) -> tuple[BookingOut, Released | None]:
         row = await _locked(conn, booking_id)
         if row["status"] == "cancelled":
             return (await render_bookings(rt.catalog, [row]))[0], None
@@ -442,14 +444,14 @@ async def cancel(rt: Runtime, booking_id: str, body: CancelIn, now: datetime) ->
             if deadline is not None and now > deadline:
                 office = await rt.catalog.office(row["office_id"])
                 raise errors.CancelCutoffPassed(instant(deadline, office.tz) or "")
-        return await cancel_locked(conn, rt, row, body.by, body.reason, now), row
+        return await cancel_locked(conn, rt, row, body.by, body.reason, now)
 
     return await _leave_booked(rt, work)
 
 
 async def _leave_booked(
     rt: Runtime,
-    work: Callable[[asyncpg.Connection], Awaitable[tuple[BookingOut, asyncpg.Record | None]]],
+    work: Callable[[asyncpg.Connection], Awaitable[tuple[BookingOut, Released | None]]],
 ) -> BookingOut:
     """Run a transition out of `booked`; after commit, its seats go back to the gate."""
     out, released = await in_transaction(rt.pool, work)
@@ -511,7 +513,7 @@ async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: date
     if gate is Gate.FULL:
         raise errors.SlotFull()
 
-    async def work(conn: asyncpg.Connection) -> tuple[BookingOut, asyncpg.Record]:
+    async def work(conn: asyncpg.Connection) -> tuple[BookingOut, Released]:
         row = await _locked(conn, booking_id)
         if row["status"] != "booked":
             raise errors.InvalidState(f"a {row['status']} booking cannot be rescheduled")
@@ -523,10 +525,10 @@ async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: date
             raise errors.NotBookable("the office is closed that day")
         if await conn.fetchval(queries["take_seats"], window["id"], party) is None:
             raise errors.SlotFull()
-        await conn.execute(queries["release_seats"], row["window_id"], party)
+        released = await release(conn, row)
         deadline = cancel_deadline(service, body.date, window["starts_at"], office)
         await conn.execute(queries["set_window"], row["id"], window["id"], body.date, deadline)
-        return await events.emit(conn, rt, "booking.rescheduled", row["id"], now), row
+        return await events.emit(conn, rt, "booking.rescheduled", row["id"], now), released
 
     try:
         out, old = await in_transaction(rt.pool, work)

@@ -22,6 +22,7 @@ from .db import connection, in_transaction, queries
 from .horizon import days_between, horizon, local_today, next_to_open
 from .logs import log_fault
 from .runtime import Runtime
+from .seats import Released, release
 from .webhooks import deliver_webhooks
 
 log = logging.getLogger(__name__)
@@ -57,21 +58,22 @@ async def sweep_no_shows(rt: Runtime, now: datetime) -> dict[str, int]:
     marked = blocked = 0
     while True:
 
-        async def work(conn: asyncpg.Connection) -> tuple[int, int, list[asyncpg.Record]]:
+        async def work(conn: asyncpg.Connection) -> tuple[int, int, list[Released]]:
             rows = await conn.fetch(queries["due_no_shows"], cutoff, _BATCH)
             newly_blocked = 0
+            released = []
             for row in rows:
                 await conn.execute(queries["set_no_show"], row["id"], now)
-                await conn.execute(queries["release_seats"], row["window_id"], row["party_size"])
+                released.append(await release(conn, row))
                 out = await events.emit(conn, rt, "booking.no_show", row["id"], now)
                 until = await people.block_after_no_shows(conn, row["person_id"], now, rt.settings)
                 if until is not None:
                     await events.emit_blocked(conn, rt, out, until, now)
                     newly_blocked += 1
-            return len(rows), newly_blocked, rows
+            return len(rows), newly_blocked, released
 
-        count, newly, rows = await in_transaction(rt.pool, work)
-        await rt.seats.give_back(rows)
+        count, newly, released = await in_transaction(rt.pool, work)
+        await rt.seats.give_back(released)
         marked += count
         blocked += newly
         if count < _BATCH:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Iterable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -25,6 +25,26 @@ log = logging.getLogger(__name__)
 # A day's counters are kept this long after the day itself, however late a reconcile runs.
 _COUNTERS_KEPT_AFTER_DAY = timedelta(days=2)
 _COUNTERS_MIN_TTL = timedelta(hours=1)
+
+
+class Released(NamedTuple):
+    """Seats a booking that left `booked` freed in Postgres: what the gate counts again after
+    the commit (fewer than its party while an admin kept the window over capacity)."""
+
+    office_id: str
+    day: date
+    start: str
+    seats: int
+
+
+async def release(conn: asyncpg.Connection, booking: asyncpg.Record) -> Released:
+    """In the transaction of a booking leaving its window (a row of `booking_rows`): the seats
+    back in Postgres."""
+    freed = await conn.fetchval(
+        queries["release_seats"], booking["window_id"], booking["party_size"]
+    )
+    day, start = booking["day"], booking["start_time"].strftime("%H:%M")
+    return Released(booking["office_id"], day, start, int(freed))
 
 
 def counters_ttl(day: date, now: datetime) -> int:
@@ -76,16 +96,11 @@ class Seats:
         if gate is Gate.TAKEN:
             await self.counters.give(office_id, day, start, seats)
 
-    async def give_back(self, released: Iterable[asyncpg.Record]) -> None:
-        """After commit: the seats of bookings that left `booked` go back to the gate (rows of
-        the booking with its window's day and start)."""
-        for row in released:
-            await self.counters.give(
-                row["office_id"],
-                row["day"],
-                row["start_time"].strftime("%H:%M"),
-                row["party_size"],
-            )
+    async def give_back(self, released: Iterable[Released]) -> None:
+        """After commit: the seats bookings freed go back to the gate."""
+        for seats in released:
+            if seats.seats > 0:
+                await self.counters.give(seats.office_id, seats.day, seats.start, seats.seats)
 
     async def fill(self, office_id: str, day: date, replace: bool) -> int:
         """Copy a day's seats remaining from Postgres into Redis (replace: reconcile); returns

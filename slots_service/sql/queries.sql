@@ -326,9 +326,11 @@ SELECT id FROM bookings WHERE id = $1 FOR UPDATE
 
 -- name: release_seats
 -- Seats given back by a booking that leaves `booked`; an admin's over-capacity shrinks first.
+-- Returns the seats that became free: fewer than the party while the window stays over capacity.
 UPDATE windows SET booked = booked - $2,
     over_capacity = LEAST(over_capacity, GREATEST(0, booked - $2 - capacity))
 WHERE id = $1
+RETURNING LEAST($2, GREATEST(0, capacity - booked))
 
 -- name: take_seats
 UPDATE windows SET booked = booked + $2

@@ -9,7 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
+from slots_service.counters import day_key
 from tests.api.steps import (
     book,
     bookings_of,
@@ -25,6 +27,7 @@ from tests.api.steps import (
 )
 from tests.conftest import (
     CHECKIN_KEY,
+    OFFICE_ID,
     READER_KEY,
     SERVICE,
     SERVICE_ID,
@@ -483,3 +486,33 @@ async def test_reminders_at_18_00_the_day_before_once_per_booking(
     await set_clock(catalog, "2026-11-25T18:00:00+08:00")
     assert await run_job(catalog, "send-reminders") == {"reminders": 1}
     assert (await feed_of(catalog, "booking.reminder"))[-1]["booking"]["id"] == thursday["id"]
+
+
+async def test_seats_freed_in_a_window_kept_over_capacity_are_not_handed_out(
+    catalog: httpx.AsyncClient, redis_url: str
+) -> None:
+    """An admin lowered the capacity below the seats sold: a cancellation there frees no seat
+    until the window is under capacity again, at the gate as in Postgres."""
+    first, second = (
+        await book(catalog, date=WEDNESDAY, start="14:00"),
+        await book(catalog, date=WEDNESDAY, start="14:00"),
+    )
+    lowered = await catalog.patch(
+        f"/v1/offices/{OFFICE_ID}/windows/{WEDNESDAY}/14:00", json={"capacity": 1}
+    )
+    assert lowered.status_code == 200, lowered.text
+    redis = aioredis.Redis.from_url(redis_url)
+    key = day_key(OFFICE_ID, datetime.fromisoformat(WEDNESDAY).date())
+    try:
+        assert (await cancel(catalog, first["id"], by="office")).status_code == 200
+        assert await remaining(catalog, WEDNESDAY, "14:00") == 0
+        assert int(await redis.hget(key, "14:00") or -1) == 0
+        refused = await catalog.post(
+            "/v1/bookings", json=booking_body(date=WEDNESDAY, start="14:00")
+        )
+        problem(refused, 409, "slot_full")
+        assert (await cancel(catalog, second["id"], by="office")).status_code == 200
+        assert await remaining(catalog, WEDNESDAY, "14:00") == 1
+        assert int(await redis.hget(key, "14:00") or -1) == 1
+    finally:
+        await redis.aclose()
