@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from slots_service.devservers import free_port
-from tests.conftest import API_KEYS
+from tests.conftest import ADMIN_KEY, API_KEYS, NOW, OFFICE, OFFICE_ID, SERVICE, SERVICE_ID
 
 
 class Served:
@@ -77,3 +78,18 @@ def serve(database_url: str, redis_url: str, log: Path, **env: str) -> Served:
         time.sleep(0.1)
     served.kill()
     raise RuntimeError("server not ready")
+
+
+def admin_client(base: str, connections: int = 200) -> httpx.AsyncClient:
+    """A caller with every scope, `connections` at once."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, limits=limits, timeout=30
+    )
+
+
+async def put_catalog(http: httpx.AsyncClient, office: dict[str, Any] = OFFICE) -> None:
+    """The test clock at NOW, the conftest service, and `office` as the conftest office."""
+    assert (await http.put("/v1/admin/clock", json={"now": NOW})).status_code == 200
+    assert (await http.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)).status_code == 200
+    assert (await http.put(f"/v1/offices/{OFFICE_ID}", json=office)).status_code == 200

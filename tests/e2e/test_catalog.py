@@ -8,10 +8,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, NOW, OFFICE, SERVICE, SERVICE_ID, WEDNESDAY, booking_body
+from tests.conftest import NOW, OFFICE, SERVICE, SERVICE_ID, WEDNESDAY, booking_body
 from tests.conftest import person as new_person
 from tests.e2e import serving
 
@@ -28,14 +27,8 @@ def base(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
         assert served.errors() == ""
 
 
-def admin(base: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
-    )
-
-
 async def test_a_new_office_is_known_to_every_worker_at_once(base: str) -> None:
-    async with admin(base) as http:
+    async with serving.admin_client(base) as http:
         assert (await http.put("/v1/admin/clock", json={"now": NOW})).status_code == 200
         assert (await http.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)).status_code == 200
         for n in range(3):
@@ -52,7 +45,7 @@ async def test_a_new_office_is_known_to_every_worker_at_once(base: str) -> None:
 
 
 async def test_a_changed_rule_is_applied_by_every_worker_at_once(base: str) -> None:
-    async with admin(base) as http:
+    async with serving.admin_client(base) as http:
         assert (await http.put("/v1/admin/clock", json={"now": NOW})).status_code == 200
         assert (await http.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)).status_code == 200
         office = await http.put("/v1/offices/sz-exit-entry-foreigners", json=OFFICE)

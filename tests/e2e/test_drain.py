@@ -19,10 +19,8 @@ import httpx
 
 from tests.conftest import (
     ADMIN_KEY,
-    NOW,
     OFFICE,
     OFFICE_ID,
-    SERVICE,
     SERVICE_ID,
     booking_body,
     person,
@@ -93,16 +91,8 @@ async def test_sigterm_under_load_drains_then_stops_with_nothing_half_written(
         SLOTS_WORKERS_KILL_TIMEOUT="10",
     )
     try:
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        async with httpx.AsyncClient(
-            base_url=served.base,
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-            limits=limits,
-            timeout=30,
-        ) as http:
-            assert (await http.put("/v1/admin/clock", json={"now": NOW})).status_code == 200
-            assert (await http.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)).status_code == 200
-            assert (await http.put(f"/v1/offices/{OFFICE_ID}", json=ROOMY)).status_code == 200
+        async with serving.admin_client(served.base, CONCURRENCY) as http:
+            await serving.put_catalog(http, ROOMY)
             # The days open before the crowd, as the scheduler's open-horizon does in service.
             opened = await http.post("/v1/admin/jobs/open-horizon")
             assert opened.status_code == 200, opened.text

@@ -21,12 +21,8 @@ import httpx
 import pytest
 
 from tests.conftest import (
-    ADMIN_KEY,
-    NOW,
     OFFICE,
     OFFICE_ID,
-    SERVICE,
-    SERVICE_ID,
     WEDNESDAY,
     booking_body,
     person,
@@ -72,13 +68,6 @@ def serve(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Any]:
             served.kill()
 
 
-def client(base: str) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    return httpx.AsyncClient(
-        base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, limits=limits, timeout=30
-    )
-
-
 async def post(http: httpx.AsyncClient, body: dict[str, Any], key: str) -> httpx.Response:
     return await http.post("/v1/bookings", json=body, headers={"Idempotency-Key": key})
 
@@ -113,10 +102,8 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
     base = api.base
     db = await asyncpg.connect(database_url)
     try:
-        async with client(base) as http:
-            assert (await http.put("/v1/admin/clock", json={"now": NOW})).status_code == 200
-            assert (await http.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)).status_code == 200
-            assert (await http.put(f"/v1/offices/{OFFICE_ID}", json=ROOMY)).status_code == 200
+        async with serving.admin_client(base) as http:
+            await serving.put_catalog(http, ROOMY)
             first = await asyncio.gather(
                 *(post(http, bodies[i], keys[i]) for i in range(BEFORE_KILL))
             )
@@ -177,7 +164,7 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
         assert committed == CROWD - unanswered
 
         base = serve().base  # the same database and Redis
-        async with client(base) as http:
+        async with serving.admin_client(base) as http:
             deadline = time.monotonic() + LEASE_S + 10
             retries = await asyncio.gather(
                 *(retry_until_answered(http, bodies[i], keys[i], deadline) for i in range(CROWD))

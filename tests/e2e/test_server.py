@@ -14,11 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
-    ADMIN_KEY,
-    NOW,
-    OFFICE,
     OFFICE_ID,
-    SERVICE,
     SERVICE_ID,
     WEDNESDAY,
     booking_body,
@@ -44,16 +40,8 @@ def server(served: serving.Served) -> str:
 
 @pytest.fixture
 async def http(server: str) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(
-        base_url=server,
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        limits=limits,
-        timeout=30,
-    ) as client:
-        assert (await client.put("/v1/admin/clock", json={"now": NOW})).status_code == 200
-        assert (await client.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)).status_code == 200
-        assert (await client.put(f"/v1/offices/{OFFICE_ID}", json=OFFICE)).status_code == 200
+    async with serving.admin_client(server) as client:
+        await serving.put_catalog(client)
         yield client
 
 
