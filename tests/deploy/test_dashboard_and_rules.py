@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from slots_service import metrics
 from slots_service.config import Settings
-from slots_service.devservers import free_port
 from slots_service.jobs import JOBS
-from slots_service.runtime import Runtime
-from slots_service.webhooks import deliver_webhooks
 from tests.conftest import booking_body, person
-from tests.integration.helpers import WebhookReceiver
+from tests.integration.helpers import WebhookReceiver, webhook_sender
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -99,26 +95,15 @@ EXPRESSIONS = dashboard_exprs() + rule_exprs()
 
 async def _deliver_webhooks_once(settings: Settings) -> None:
     """The scheduler's webhook sender, until it has delivered an event to a local receiver."""
-    port = free_port()
-    server = await asyncio.start_server(WebhookReceiver().handle, "127.0.0.1", port)
-    rt = await Runtime.start(replace(settings, webhook_url=f"http://127.0.0.1:{port}/hook"))
-    stop = asyncio.Event()
-    sender = asyncio.create_task(deliver_webhooks(rt, stop))
     sample = ("slots_webhook_deliveries_total", {"outcome": "ok"})
     before = metrics.registry.get_sample_value(*sample) or 0
-    try:
+    async with webhook_sender(settings, WebhookReceiver()):
         for _ in range(100):
             if (metrics.registry.get_sample_value(*sample) or 0) > before:
                 break
             await asyncio.sleep(0.05)
         else:
             pytest.fail("no webhook delivered in 5 s")
-    finally:
-        stop.set()
-        await sender
-        await rt.close()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.fixture

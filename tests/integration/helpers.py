@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 
 import msgspec
 
 from slots_service.clock import TestClock
+from slots_service.config import Secret, Settings
+from slots_service.devservers import free_port
 from slots_service.models import OfficeIn, ServiceIn
 from slots_service.runtime import Runtime
+from slots_service.webhooks import deliver_webhooks
 from tests.conftest import OFFICE, OFFICE_ID, SERVICE, SERVICE_ID
 
 
@@ -56,3 +62,28 @@ class WebhookReceiver:
             pass
         finally:
             writer.close()
+
+
+@contextlib.asynccontextmanager
+async def webhook_sender(
+    settings: Settings, receiver: WebhookReceiver, secret: str = ""
+) -> AsyncIterator[Runtime]:
+    """The scheduler's webhook sender, running in this loop against `receiver` on loopback;
+    yields its runtime."""
+    port = free_port()
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", port)
+    rt = await Runtime.start(
+        replace(
+            settings, webhook_url=f"http://127.0.0.1:{port}/hook", webhook_secret=Secret(secret)
+        )
+    )
+    stop = asyncio.Event()
+    sender = asyncio.create_task(deliver_webhooks(rt, stop))
+    try:
+        yield rt
+    finally:
+        stop.set()
+        await sender
+        await rt.close()
+        server.close()
+        await server.wait_closed()

@@ -11,24 +11,18 @@ each boundary, some of them several in one transaction (a closure cancels a day'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
 import httpx
 
-from slots_service.config import Secret, Settings
-from slots_service.devservers import free_port
-from slots_service.runtime import Runtime
-from slots_service.webhooks import deliver_webhooks
+from slots_service.config import Settings
 from tests.api.steps import book, cancel, events
 from tests.conftest import OFFICE_ID, person
-from tests.integration.helpers import WebhookReceiver
+from tests.integration.helpers import WebhookReceiver, webhook_sender
 
 SECRET = "xid-webhook-secret"
 PAGE_SIZES = (1, 3, 7, 50, 1000)
@@ -37,29 +31,6 @@ PAGE_SIZES = (1, 3, 7, 50, 1000)
 CLOSED_DAYS = ("2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27")
 CHURN_DAY = "2026-12-01"
 SPAN = 12  # transaction ids written on each side of a boundary
-
-
-@contextlib.asynccontextmanager
-async def webhook_sender(settings: Settings) -> AsyncIterator[WebhookReceiver]:
-    """The scheduler's webhook sender, running in this loop against a loopback receiver."""
-    receiver = WebhookReceiver()
-    port = free_port()
-    server = await asyncio.start_server(receiver.handle, "127.0.0.1", port)
-    rt = await Runtime.start(
-        replace(
-            settings, webhook_url=f"http://127.0.0.1:{port}/hook", webhook_secret=Secret(SECRET)
-        )
-    )
-    stop = asyncio.Event()
-    sender = asyncio.create_task(deliver_webhooks(rt, stop))
-    try:
-        yield receiver
-    finally:
-        stop.set()
-        await sender
-        await rt.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def next_xid(conn: asyncpg.Connection) -> int:
@@ -114,7 +85,8 @@ async def test_feed_and_webhooks_are_exact_across_xid_digit_boundaries(
     written: list[tuple[str, str]] = []  # (type, booking id) of every change made here
     closed: list[str] = []  # the bookings closures cancel
     try:
-        async with webhook_sender(settings) as receiver:
+        receiver = WebhookReceiver()
+        async with webhook_sender(settings, receiver, SECRET):
             # Two bookings on each day that a closure will cancel in one transaction.
             for day in CLOSED_DAYS:
                 for _ in range(2):

@@ -7,38 +7,23 @@ import asyncio
 import hashlib
 import hmac
 import json
-from dataclasses import replace
 from datetime import datetime
 
 import msgspec
 
 from slots_service import booking
-from slots_service.config import Secret, Settings
-from slots_service.devservers import free_port
+from slots_service.config import Settings
 from slots_service.models import BookingIn, CancelIn, PersonIn
-from slots_service.runtime import Runtime
-from slots_service.webhooks import deliver_webhooks
 from tests.conftest import OFFICE_ID, SERVICE_ID
-from tests.integration.helpers import WebhookReceiver, prepare_catalog
+from tests.integration.helpers import WebhookReceiver, prepare_catalog, webhook_sender
 
 NOW = datetime.fromisoformat("2026-11-23T10:00:00+08:00")
 SECRET = "webhook-secret"
 
 
 async def test_events_are_delivered_signed_and_retried(settings: Settings) -> None:
-    port = free_port()
     receiver = WebhookReceiver(fail_first=1)
-    server = await asyncio.start_server(receiver.handle, "127.0.0.1", port)
-    rt = await Runtime.start(
-        replace(
-            settings,
-            webhook_url=f"http://127.0.0.1:{port}/hook",
-            webhook_secret=Secret(SECRET),
-        )
-    )
-    stop = asyncio.Event()
-    sender = asyncio.create_task(deliver_webhooks(rt, stop))
-    try:
+    async with webhook_sender(settings, receiver, SECRET) as rt:
         await prepare_catalog(rt, NOW)
         body = BookingIn(
             office_id=OFFICE_ID,
@@ -55,12 +40,6 @@ async def test_events_are_delivered_signed_and_retried(settings: Settings) -> No
             if len(receiver.received) >= 2:
                 break
             await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await sender
-        await rt.close()
-        server.close()
-        await server.wait_closed()
     assert receiver.answered >= 3  # one refusal, then both events
     assert [json.loads(b)["type"] for _, b in receiver.received] == [
         "booking.created",
