@@ -9,7 +9,6 @@ serve process). Without the directory (tests, `slots-service scheduler`) values 
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Protocol
 
@@ -142,10 +141,11 @@ def observe_pool(pool: _Pool) -> None:
     db_pool_max.set(pool.get_max_size())
 
 
-def webhook_delivered(occurred_at: str) -> None:
-    """An event delivered: it waited this long since it occurred (by the wall clock)."""
+def webhook_delivered(occurred_at: str, now: datetime) -> None:
+    """An event delivered at `now`: it waited this long since it occurred (both instants of
+    the service clock, which stamped the event)."""
     try:
-        lag = time.time() - datetime.fromisoformat(occurred_at).timestamp()
+        lag = (now - datetime.fromisoformat(occurred_at)).total_seconds()
     except ValueError:
         return
     webhook_lag.set(max(lag, 0.0))

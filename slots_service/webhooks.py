@@ -49,7 +49,7 @@ async def deliver_webhooks(rt: Runtime, stop: asyncio.Event) -> None:
                     )
                     response.raise_for_status()
                     metrics.webhook_deliveries.labels("ok").inc()
-                    metrics.webhook_delivered(event.occurred_at)
+                    metrics.webhook_delivered(event.occurred_at, await rt.clock.now())
                     xid, event_id = parse_cursor(event_cursor)
                     async with connection(rt.pool) as conn:
                         await conn.execute(queries["webhook_cursor_set"], xid, event_id)
