@@ -34,7 +34,8 @@ test: venv lint
 # The suite again with every process's clock (tests, service, Postgres, Valkey) 400 days ahead,
 # then 400 days behind: the tests' own dates then lie a year from the "real" one, the clock
 # Redis expires keys by. Needs faketime (Debian package `faketime`; .ci/run installs it).
-# The fuzzer and the deploy checks read no date: they run once, in make test.
+# The fuzzer and the deploy checks read no date: they run once, in make test (which also
+# passes as a whole under faketime).
 DATES_SKIP := --deselect tests/e2e/test_fuzz.py::test_schemathesis_finds_no_failure --ignore=tests/deploy
 test-dates: venv
 	@command -v faketime >/dev/null || { echo "make test-dates needs faketime (apt-get install faketime)" >&2; exit 1; }
