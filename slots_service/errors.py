@@ -116,6 +116,39 @@ class RescheduleLimitReached(DomainError):
     code = "reschedule_limit_reached"
 
 
+class EntryExists(DomainError):
+    """This identity already entered the draw of this office and date."""
+
+    code = "entry_exists"
+
+    def __init__(self, entry_id: str | None) -> None:
+        super().__init__(entry_id=entry_id)
+
+
+class EntriesClosed(DomainError):
+    """This office takes no entries for this date now."""
+
+    code = "entries_closed"
+
+
+class DrawPending(DomainError):
+    """This day is released by a draw that has not finished yet."""
+
+    code = "draw_pending"
+
+    def __init__(self, draw_at: str) -> None:
+        super().__init__(draw_at=draw_at)
+
+
+class WaitlistEntryExists(DomainError):
+    """This identity already waits for this service."""
+
+    code = "waitlist_entry_exists"
+
+    def __init__(self, waitlist_id: str | None) -> None:
+        super().__init__(waitlist_id=waitlist_id)
+
+
 class IdempotencyInProgress(DomainError):
     """A request with the same Idempotency-Key is still running."""
 
