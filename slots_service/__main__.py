@@ -156,11 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_bench.add_argument(
         "--scenarios",
-        default="book,flash,availability,book-no-redis",
-        help="comma list of: book, flash, availability, book-no-redis",
+        default="book,hot,flash,availability,book-no-redis,flash-w2,availability-w2,crowd",
+        help="comma list of: book, hot, flash, availability, book-no-redis, flash-w2, "
+        "availability-w2 (SLOTS_WORKERS=2), crowd",
     )
     p_bench.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     p_bench.add_argument("--flash-capacity", type=int, default=50, help="seats in the flash window")
+    p_bench.add_argument("--crowd-seats", type=int, default=500, help="seats of the crowd's day")
+    p_bench.add_argument(
+        "--crowd-connections", type=int, default=2000, help="connections of the crowd"
+    )
+    p_bench.add_argument(
+        "--crowd-attempts", type=int, default=20000, help="bookings the crowd attempts in all"
+    )
     args = parser.parse_args(argv)
 
     try:

@@ -6,11 +6,21 @@ with the real Redis gate and Postgres arbiter behind it, in these scenarios:
 - `book`: every request books a seat for a NEW person (the daily limit and "one active booking
   per service" would refuse a repeat) in an office with 10 000 seats in each window, spread
   over all its windows and days: all 201; the figure is bookings/s.
+- `hot`: the same on ONE window of 200 000 seats (raised in Postgres: the API accepts at most
+  10 000): every booking queues on that window's row; bookings/s, beside L_hot.
 - `flash`: every connection books NEW people into one window of `--flash-capacity` seats at
   once: the first ones get 201, the rest 409 `slot_full` from the Redis gate; the figure is
   answers/s, and the run checks over HTTP that exactly `capacity` seats were sold.
 - `availability`: GET one day's windows of that office (days in turn); the figure is req/s.
 - `book-no-redis`: `book` again against an API started without REDIS_URL (Postgres alone).
+- `flash-w2`, `availability-w2`: `flash` (on a window of its own) and `availability` with
+  SLOTS_WORKERS=2.
+- `crowd`: the 00:00 release (crowd.py): a day of `--crowd-seats` seats that is not open yet,
+  the API on the test clock, `slots-service scheduler` beside it; `--crowd-connections`
+  connections (2 000) wait, the clock crosses the opening instant, and `--crowd-attempts`
+  (20 000) bookings of distinct people arrive at once. Reported: answers/s, seats sold and
+  oversold (counted in Postgres), the time from the first answer to the last 201, p50/p99,
+  connection errors.
 
 How: embedded Postgres and Valkey under `--data` (wiped each run) unless DATABASE_URL /
 REDIS_URL are set; migrations; a bench catalog made through the admin API; then, for each
@@ -30,7 +40,11 @@ Valkey, load generator, and the rest of the machine, from /proc), error lines in
 log, and checks made over HTTP: every 201 is a seat taken in Postgres, and the flash window
 sold exactly its capacity. The per-person rate limit stays on (at 1 000 000/min, so one Redis
 call per booking as in production, never a refusal); the test clock and the in-process
-scheduler are off. Exit status 1 when a check fails.
+scheduler are off but in `crowd`. Exit status 1 when a check fails.
+
+Output: progress on stderr; on stdout each scenario's lines, a table (figure, ratio to its
+ceiling, the API's CPU per request), and last one JSON line of the figures as integers
+(`issue_json`); every detail goes to `--data`/bench.json.
 
 This module runs the servers and the scenarios, in order; beside it: loadgen.py (the load),
 catalog.py (the offices booked into, and the checks of their seats), stats.py (what the
@@ -53,6 +67,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -61,14 +76,56 @@ import httpx
 
 from ..config import environment, load_settings
 from ..devservers import DevServers, die_with_parent, free_port
-from .catalog import BIG_CAPACITY, SERVICE_ID, Catalog, check_big, check_flash, make_catalog
+from . import crowd as crowds
+from .catalog import (
+    BIG_CAPACITY,
+    HOT_CAPACITY,
+    SERVICE_ID,
+    Catalog,
+    call,
+    check_big,
+    check_flash,
+    check_hot,
+    make_catalog,
+)
 from .ceilings import Durations
 from .limits import Limits, read_limits
-from .procs import run_loadgen, stop_group
-from .report import Scenario, scenario_lines, summary_json, summary_table
+from .procs import raise_open_files, run_loadgen, stop_group
+from .report import Scenario, issue_json, scenario_lines, summary_json, summary_table
 from .stats import CpuMeter, parse_metrics, scan_log, server_side
 
-SCENARIOS = ("book", "flash", "availability", "book-no-redis")
+SCENARIOS = (
+    "book",
+    "hot",
+    "flash",
+    "availability",
+    "book-no-redis",
+    "flash-w2",
+    "availability-w2",
+    "crowd",
+)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """How the API of a scenario runs."""
+
+    redis: bool = True
+    workers: int = 1
+    test_clock: bool = False  # and `slots-service scheduler` beside it (crowd)
+
+    def label(self) -> str:
+        return f"redis {'on' if self.redis else 'off'}, {self.workers} worker(s)" + (
+            ", test clock" if self.test_clock else ""
+        )
+
+
+API_OF = {
+    "book-no-redis": ApiConfig(redis=False),
+    "flash-w2": ApiConfig(workers=2),
+    "availability-w2": ApiConfig(workers=2),
+    "crowd": ApiConfig(test_clock=True),
+}
 # The caller's settings that reach the API: they tune it, they change no rule.
 _TUNING = {"SLOTS_DB_POOL_SIZE", "SLOTS_REDIS_TIMEOUT_S", "SLOTS_LOG_LEVEL"}
 # Files `--data` may hold from an earlier bench run (anything else: refuse to wipe it).
@@ -84,7 +141,8 @@ class Bench:
     tag: int = field(default_factory=lambda: secrets.randbelow(100_000))  # in people's ids
     next_person: int = 0
     api: subprocess.Popen[bytes] | None = None
-    api_redis: bool = True
+    api_config: ApiConfig = field(default_factory=ApiConfig)
+    scheduler: subprocess.Popen[bytes] | None = None
     port: int = 0
     cpus: int = field(default_factory=lambda: os.cpu_count() or 0)
     started: float = field(default_factory=time.monotonic)
@@ -102,10 +160,14 @@ class Bench:
 
     def main(self) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per set-up request
-        names = [s.strip() for s in self.args.scenarios.split(",") if s.strip()]
-        if unknown := [s for s in names if s not in SCENARIOS]:
+        asked = {s.strip() for s in self.args.scenarios.split(",") if s.strip()}
+        if unknown := sorted(asked - set(SCENARIOS)):
             print(f"bench: unknown scenarios {unknown}; known: {SCENARIOS}", file=sys.stderr)
             return 2
+        names = [s for s in SCENARIOS if s in asked]  # in this order: fewest API restarts
+        # The crowd's connections, each a socket here and one in the API (which inherits it).
+        files = raise_open_files(int(self.args.crowd_connections) * 2 + 1024)
+        self.progress(f"open files allowed: {files}")
         self._wipe()
         self.say(
             f"slots-service bench: {self.cpus} CPUs. The API (granian, 1 worker), Postgres, "
@@ -127,6 +189,7 @@ class Bench:
             self.env = self._api_env(given, servers)
             return self._run(names, limits, external=not (want_pg and want_redis))
         finally:
+            self._stop_scheduler()
             self._stop_api()
             servers.stop()
 
@@ -155,36 +218,53 @@ class Bench:
         settings = load_settings(self.env)
         self.progress("migrating")
         asyncio.run(migrate(settings.database_url))
-        self._start_api(redis=True)
+        self._start_api(ApiConfig())
         with self._client() as http:
             suffix = f"-{self.tag}" if external else ""
             catalog = make_catalog(http, int(self.args.flash_capacity), suffix)
+            if "hot" in names:
+                day, start = catalog.hot_slot
+                crowds.raise_capacity(settings.database_url, catalog.hot, day, start, HOT_CAPACITY)
+                call(http, "POST", "/v1/admin/jobs/reconcile")
         where = "given DATABASE_URL/REDIS_URL" if external else f"embedded under {self.root}"
         self.say(
             f"setup: Postgres + Valkey {where}; API on 127.0.0.1:{self.port} (Postgres pool "
             f"{settings.db_pool_size}); offices {catalog.big} ({len(catalog.days)} days x "
-            f"{catalog.windows_per_day} windows x {BIG_CAPACITY} seats) and {catalog.flash} "
-            f"(window {catalog.flash_slot[0]} {catalog.flash_slot[1]}, "
-            f"{catalog.flash_capacity} seats); {self.args.concurrency} connections, "
-            f"{self.args.warmup:g} s warm-up + {self.args.seconds:g} s measured per scenario"
+            f"{catalog.windows_per_day} windows x {BIG_CAPACITY} seats), {catalog.hot} (window "
+            f"{' '.join(catalog.hot_slot)}, {HOT_CAPACITY} seats) and {catalog.flash} "
+            f"(windows {catalog.flash_slot[0]} {catalog.flash_slot[1]} and "
+            f"{catalog.flash_slot_w2[1]}, {catalog.flash_capacity} seats each); "
+            f"{self.args.concurrency} connections, {self.args.warmup:g} s warm-up + "
+            f"{self.args.seconds:g} s measured per scenario"
         )
         results: dict[str, Scenario] = {}
         checks: dict[str, Any] = {}
         created_big = 0  # 201s of every scenario that booked in the big office
         for name in names:
-            redis = name != "book-no-redis"
-            if redis != self.api_redis:
-                self._start_api(redis=redis)
-            scenario = self._measure(name, catalog)
+            config = API_OF.get(name, ApiConfig())
+            if config != self.api_config:
+                self._start_api(config)
+            if name == "crowd":
+                scenario = self._crowd(settings.horizon_days, suffix)
+                checks.update(crowd_ok=scenario.result["crowd"]["ok"])
+            else:
+                scenario = self._measure(name, catalog)
             if name in ("book", "book-no-redis"):
                 created_big += scenario.result["created_all"]
                 with self._client() as http:
                     checks["book_consistent"] = check_big(http, catalog, created_big, scenario)
-            elif name == "flash":
+            elif name == "hot":
                 with self._client() as http:
-                    checks.update(check_flash(http, catalog, scenario))
+                    checks["hot_consistent"] = check_hot(http, catalog, scenario)
+            elif name in ("flash", "flash-w2"):
+                slot = catalog.flash_slot if name == "flash" else catalog.flash_slot_w2
+                with self._client() as http:
+                    found = check_flash(http, catalog, scenario, slot)
+                prefix = "flash_w2" if name == "flash-w2" else "flash"
+                checks.update({k.replace("flash", prefix, 1): v for k, v in found.items()})
             results[name] = scenario
             self.say(scenario_lines(scenario, limits))
+        self._stop_scheduler()
         self._stop_api()
         self.say(summary_table(results, limits))
         run = {
@@ -193,14 +273,17 @@ class Bench:
             "concurrency": int(self.args.concurrency),
             "cpus": self.cpus,
             "shared_cores": True,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
-        self.say(summary_json(results, limits, checks, run))
-        failed = (
-            checks.get("book_consistent") is False
-            or checks.get("flash_oversold") is True
-            or checks.get("flash_exact") is False
-        )
-        return 1 if failed else 0
+        details = self.root / "bench.json"
+        details.write_text(summary_json(results, limits, checks, run) + "\n")
+        self.say(f"every detail: {details}")
+        self.say(issue_json(results, limits))
+        failed = any(
+            checks.get(key) is False
+            for key in ("book_consistent", "hot_consistent", "flash_exact", "flash_w2_exact")
+        ) or any(checks.get(key) is True for key in ("flash_oversold", "flash_w2_oversold"))
+        return 1 if failed or checks.get("crowd_ok") is False else 0
 
     # -- servers
 
@@ -232,16 +315,14 @@ class Bench:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _start_api(self, redis: bool) -> None:
-        """(Re)start the API on a new port, with Redis or without, and wait until it is ready."""
+    def _start_api(self, config: ApiConfig) -> None:
+        """(Re)start the API on a new port as `config` says, and wait until it is ready."""
         self._stop_api()
-        self.api_redis, self.port = redis, free_port()
+        self.api_config, self.port = config, free_port()
         # No drain: between scenarios nobody routes to the stopped API.
-        env = {**self.env, "SLOTS_PORT": str(self.port), "SLOTS_DRAIN_SECONDS": "0"}
-        if not redis:
-            env["REDIS_URL"] = ""
+        env = self._env_of(config) | {"SLOTS_PORT": str(self.port), "SLOTS_DRAIN_SECONDS": "0"}
         with self.api_log.open("ab") as log_file:
-            log_file.write(f"=== bench: serve, redis={'on' if redis else 'off'} ===\n".encode())
+            log_file.write(f"=== bench: serve, {config.label()} ===\n".encode())
             log_file.flush()
             self.api = subprocess.Popen(
                 [sys.executable, "-m", "slots_service", "serve"],
@@ -252,10 +333,39 @@ class Bench:
                 process_group=0,  # Ctrl-C is ours to handle; we stop it in order
                 preexec_fn=die_with_parent(),  # dies with us, like the dev servers
             )
-        self.progress(
-            f"API pid {self.api.pid} on port {self.port} (redis {redis}), log {self.api_log}"
-        )
-        self._wait_ready(redis)
+        self.progress(f"API pid {self.api.pid} on port {self.port} ({config.label()})")
+        self._wait_ready(config.redis)
+
+    def _env_of(self, config: ApiConfig) -> dict[str, str]:
+        env = dict(self.env, SLOTS_WORKERS=str(config.workers))
+        if not config.redis:
+            env["REDIS_URL"] = ""
+        if config.test_clock:
+            env["SLOTS_TEST_CLOCK"] = "1"
+        return env
+
+    def _start_scheduler(self) -> None:
+        """`slots-service scheduler` beside the API, with its settings (the crowd's)."""
+        self._stop_scheduler()
+        env = self._env_of(self.api_config) | {"SLOTS_METRICS_PORT": "0"}
+        with self.api_log.open("ab") as log_file:
+            log_file.write(b"=== bench: scheduler ===\n")
+            log_file.flush()
+            self.scheduler = subprocess.Popen(
+                [sys.executable, "-m", "slots_service", "scheduler"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                preexec_fn=die_with_parent(),
+            )
+        self.progress(f"scheduler pid {self.scheduler.pid}")
+
+    def _stop_scheduler(self) -> None:
+        if self.scheduler is not None:
+            stop_group(self.scheduler, signal.SIGINT)
+            self.scheduler = None
 
     def _wait_ready(self, redis: bool) -> None:
         assert self.api is not None
@@ -308,6 +418,8 @@ class Bench:
     def _server_pids(self) -> dict[str, int]:
         """The API's main process, and the embedded servers' (from their pid files)."""
         pids = {"api": self.api.pid} if self.api is not None else {}
+        if self.scheduler is not None:
+            pids["scheduler"] = self.scheduler.pid
         for name, pidfile in (("postgres", "pg/postmaster.pid"), ("valkey", "valkey/valkey.pid")):
             with suppress(OSError, ValueError, IndexError):
                 pids[name] = int((self.root / pidfile).read_text().split()[0])
@@ -334,7 +446,7 @@ class Bench:
             "seconds": float(self.args.seconds),
         }
         note = ""
-        if name == "availability":
+        if name in ("availability", "availability-w2"):
             spec["kind"] = "get"
             spec["paths"] = [
                 f"/v1/offices/{catalog.big}/availability?service={SERVICE_ID}&from={d}&to={d}"
@@ -342,15 +454,30 @@ class Bench:
             ]
             note = f"one day ({catalog.windows_per_day} windows) per request"
         else:
-            flash = name == "flash"
             spec["kind"] = "book"
-            spec["office_id"] = catalog.flash if flash else catalog.big
             spec["service_id"] = SERVICE_ID
-            spec["slots"] = [catalog.flash_slot] if flash else catalog.slots
             spec["tag"] = self.tag
             spec["first_person"] = self.next_person
+            if name in ("flash", "flash-w2"):
+                spec["office_id"] = catalog.flash
+                spec["slots"] = [catalog.flash_slot if name == "flash" else catalog.flash_slot_w2]
+            elif name == "hot":
+                spec["office_id"] = catalog.hot
+                spec["slots"] = [catalog.hot_slot]
+            else:
+                spec["office_id"] = catalog.big
+                spec["slots"] = catalog.slots
+        return self._run_spec(name, spec, note)
+
+    def _run_spec(self, name: str, spec: dict[str, Any], note: str) -> Scenario:
         log_from, metrics_from = self._log_size(), self._metrics()
-        self.progress(f"scenario {name}: {spec['warmup']:g} s + {spec['seconds']:g} s ...")
+        if spec.get("total"):
+            self.progress(
+                f"scenario {name}: {spec['total']} requests over {spec['concurrency']} "
+                "connections ..."
+            )
+        else:
+            self.progress(f"scenario {name}: {spec['warmup']:g} s + {spec['seconds']:g} s ...")
         result = self._loadgen(spec)
         self.next_person += int(result["persons"])
         return Scenario(
@@ -361,12 +488,89 @@ class Bench:
             note=note,
         )
 
+    def _crowd(self, horizon_days: int, suffix: str) -> Scenario:
+        """The 00:00 release of a day nobody opened, at crowd scale (crowd.py)."""
+        url = self.env["DATABASE_URL"]
+        crowd = crowds.plan(
+            f"bench-crowd{suffix}",
+            int(self.args.crowd_seats),
+            horizon_days,
+            datetime.now(UTC),
+        )
+        before = crowd.opens - timedelta(seconds=1)
+        with self._client() as http:
+            call(http, "PUT", "/v1/admin/clock", {"now": before.isoformat()})
+            call(http, "PUT", f"/v1/offices/{crowd.office}", crowds.office_body(crowd))
+        if crowds.windows_of(url, crowd.office, crowd.day):
+            raise RuntimeError(f"{crowd.office} {crowd.day} was opened before its release")
+        self.progress(
+            f"crowd: test clock at {before.isoformat()}, {crowd.day} not planned; "
+            "starting the scheduler"
+        )
+        self._start_scheduler()
+        planned_s = crowds.wait_planned(url, crowd, timeout_s=60)
+        self.progress(f"crowd: the scheduler planned {crowd.day} in {planned_s:.1f} s")
+        spec: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "token": self.token,
+            "concurrency": int(self.args.crowd_connections),
+            "total": int(self.args.crowd_attempts),
+            "warmup": 0.0,
+            "seconds": 300.0,  # the crowd's time limit
+            "kind": "book",
+            "office_id": crowd.office,
+            "service_id": SERVICE_ID,
+            "slots": crowd.slots,
+            "tag": self.tag,
+            "first_person": self.next_person,
+            "go": crowds.clock_request("127.0.0.1", self.port, self.token, crowd.opens),
+        }
+        note = (
+            f"{crowd.office} {crowd.day}: {len(crowd.starts)} windows x "
+            f"{crowd.seats_per_window} seats, opened by the scheduler at {crowd.opens.isoformat()}"
+        )
+        scenario = self._run_spec("crowd", spec, note)
+        self._stop_scheduler()
+        found = crowds.sold(url, crowd)
+        result = scenario.result
+        oversold = max(0, found["sold"] - found["capacity"]) + found["over"]
+        first, last_201 = result.get("first_answer_ms"), result.get("last_201_ms")
+        sellout = None if first is None or last_201 is None else max(0.0, last_201 - first)
+        lat = result["latency_ms"]
+        result["crowd"] = {
+            "answers_per_s": result["answers_per_s"],
+            "sold": found["sold"],
+            "oversold": oversold,
+            "sellout_ms": sellout,
+            "p50_ms": lat["p50"],
+            "p99_ms": lat["p99"],
+            "conn_errors": result["conn_errors"],
+            "created": result["created_all"],
+            "booked": found["booked"],
+            "capacity": found["capacity"],
+            "ok": oversold == 0
+            and found["sold"] == found["booked"] == result["created_all"] <= found["capacity"],
+        }
+        scenario.note += (
+            f"\n  Postgres: sold {found['sold']} of {found['capacity']} (windows count "
+            f"{found['booked']}), 201 answers {result['created_all']}, oversold {oversold}; "
+            f"sold out {_ms(sellout)} ms after the first answer; {result['connections']} "
+            f"connections, {result['conn_errors']} connection errors"
+        )
+        return scenario
+
     def _loadgen(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The load generator's result, with the cores each process tree kept busy."""
         meter = CpuMeter(self._server_pids())
         found = run_loadgen(spec)
         found["cpu_cores"] = meter.stop(loadgen_cpu_s=float(found["cpu_s"]))
+        found["cpu_s_by"] = {k: round(v, 3) for k, v in meter.seconds.items()}
         return found
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 @contextmanager

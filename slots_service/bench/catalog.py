@@ -1,6 +1,8 @@
 """The catalog `slots-service bench` books into, made through the admin API: a big office
-(every window 10 000 seats, the whole horizon) and a flash office (one small window); and the
-checks, over HTTP, that the seats taken there are exactly the 201s answered."""
+(every window 10 000 seats, the whole horizon), a flash office (small windows: one for the
+1-worker run, one for the 2-worker run) and a hot office (one window raised to HOT_CAPACITY
+seats in Postgres, since the API caps a window at 10 000); and the checks, over HTTP, that the
+seats taken there are exactly the 201s answered."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import httpx
 from .report import Scenario
 
 BIG_CAPACITY = 10_000  # the largest window capacity the API accepts
+HOT_CAPACITY = 200_000  # the hot window's, set in Postgres (above what the API accepts)
 SERVICE_ID = "bench-service"
 TIMEZONE = "Asia/Shanghai"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -25,6 +28,9 @@ class Catalog:
     days: list[str]
     flash_slot: tuple[str, str]
     flash_capacity: int
+    flash_slot_w2: tuple[str, str] = ("", "")
+    hot: str = ""
+    hot_slot: tuple[str, str] = ("", "")
 
     @property
     def windows_per_day(self) -> int:
@@ -33,8 +39,8 @@ class Catalog:
 
 def make_catalog(http: httpx.Client, flash_capacity: int, suffix: str) -> Catalog:
     """The bench service and its two offices (ids ending in `suffix`), their horizon open."""
-    big, flash = f"bench-big{suffix}", f"bench-flash{suffix}"
-    _call(
+    big, flash, hot = f"bench-big{suffix}", f"bench-flash{suffix}", f"bench-hot{suffix}"
+    call(
         http,
         "PUT",
         f"/v1/services/{SERVICE_ID}",
@@ -42,9 +48,10 @@ def make_catalog(http: httpx.Client, flash_capacity: int, suffix: str) -> Catalo
     )
     for office, hours in (
         (big, {"start": "08:00", "end": "20:00", "capacity": BIG_CAPACITY}),
-        (flash, {"start": "10:00", "end": "10:30", "capacity": flash_capacity}),
+        (flash, {"start": "10:00", "end": "11:00", "capacity": flash_capacity}),
+        (hot, {"start": "10:00", "end": "10:30", "capacity": BIG_CAPACITY}),
     ):
-        _call(
+        call(
             http,
             "PUT",
             f"/v1/offices/{office}",
@@ -56,21 +63,36 @@ def make_catalog(http: httpx.Client, flash_capacity: int, suffix: str) -> Catalo
                 "hours": {day: [hours] for day in WEEKDAYS},
             },
         )
-    _call(http, "POST", "/v1/admin/jobs/open-horizon")
-    _call(http, "POST", "/v1/admin/jobs/reconcile")
+    call(http, "POST", "/v1/admin/jobs/open-horizon")
+    call(http, "POST", "/v1/admin/jobs/reconcile")
     days = _days(http, big)
     slots = [(d["date"], w["start"]) for d in days for w in d["windows"]]
     first = _days(http, flash)[0]
     flash_slot = (first["date"], first["windows"][0]["start"])
-    found = first["windows"][0]["remaining"]
-    if not slots or found != flash_capacity:
+    flash_slot_w2 = (first["date"], first["windows"][1]["start"])
+    found = [w["remaining"] for w in first["windows"]]
+    if not slots or found != [flash_capacity] * 2:
         raise RuntimeError(f"unexpected catalog: {len(slots)} windows, flash {found}")
-    return Catalog(big, flash, slots, [d["date"] for d in days], flash_slot, flash_capacity)
+    last = _days(http, hot)[-1]  # its window starts furthest ahead
+    hot_slot = (last["date"], last["windows"][0]["start"])
+    return Catalog(
+        big,
+        flash,
+        slots,
+        [d["date"] for d in days],
+        flash_slot,
+        flash_capacity,
+        flash_slot_w2,
+        hot,
+        hot_slot,
+    )
 
 
-def check_flash(http: httpx.Client, catalog: Catalog, scenario: Scenario) -> dict[str, Any]:
+def check_flash(
+    http: httpx.Client, catalog: Catalog, scenario: Scenario, slot: tuple[str, str]
+) -> dict[str, Any]:
     """The flash window sold exactly its capacity: no more (oversold), no less."""
-    day, start = catalog.flash_slot
+    day, start = slot
     days = _days(http, catalog.flash, day)
     window = next(w for d in days for w in d["windows"] if w["start"] == start)
     created = int(scenario.result["created_all"])
@@ -95,6 +117,20 @@ def check_flash(http: httpx.Client, catalog: Catalog, scenario: Scenario) -> dic
     }
 
 
+def check_hot(http: httpx.Client, catalog: Catalog, scenario: Scenario) -> bool:
+    """Every 201 of the hot run is a seat taken in the hot window, and nothing more."""
+    day, start = catalog.hot_slot
+    days = _days(http, catalog.hot, day)
+    window = next(w for d in days for w in d["windows"] if w["start"] == start)
+    booked = int(window["capacity"] - window["remaining"])
+    created = int(scenario.result["created_all"])
+    scenario.note = (
+        f"one window of {window['capacity']} seats: 201 answers {created}, seats taken in "
+        f"Postgres {booked}: {'consistent' if booked == created else 'MISMATCH'}"
+    )
+    return booked == created
+
+
 def check_big(http: httpx.Client, catalog: Catalog, created: int, scenario: Scenario) -> bool:
     """Every 201 so far (`created`) is a seat taken in Postgres, and nothing more."""
     days = _days(http, catalog.big)
@@ -109,7 +145,7 @@ def check_big(http: httpx.Client, catalog: Catalog, created: int, scenario: Scen
     return same
 
 
-def _call(
+def call(
     http: httpx.Client,
     method: str,
     path: str,
@@ -126,7 +162,7 @@ def _call(
 def _days(http: httpx.Client, office: str, day: str | None = None) -> list[dict[str, Any]]:
     """The office's windows of the bench service, day by day: the whole horizon, or `day`."""
     params = {"service": SERVICE_ID} | ({"from": day, "to": day} if day else {})
-    days: list[dict[str, Any]] = _call(
+    days: list[dict[str, Any]] = call(
         http, "GET", f"/v1/offices/{office}/availability", params=params
     )["days"]
     return days

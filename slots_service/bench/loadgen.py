@@ -3,6 +3,12 @@ slots_service.bench.loadgen`): HTTP/1.1 keep-alive connections, one request in f
 body per request; it reads its spec as JSON on stdin and prints what it counted as JSON.
 
 Latency is the time from writing a request to having read its whole response.
+
+Two shapes of run: timed (`warmup` then `seconds` measured, connections kept busy) or a crowd
+(`total` requests in all, each connection sending its next one as soon as it has an answer,
+every answer measured, done when the last one came back). A crowd may first send `go`, one raw
+request on a connection of its own (the bench's move of the test clock across the opening
+instant), and fires once it was answered 2xx, every connection already open.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, cast
+
+from .procs import raise_open_files
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -107,8 +115,9 @@ def status_label(status: int, body: bytes) -> str:
 class _Load:
     """The shared state of one load run; the connections call back into it."""
 
-    def __init__(self, make: Callable[[int], bytes]) -> None:
+    def __init__(self, make: Callable[[int], bytes], total: int = 0) -> None:
         self.make = make
+        self.total = total  # requests in all (a crowd), 0: as many as the time allows
         self.next_n = 0
         self.phase = 0  # 0 warm-up, 1 measured, 2 stopping
         self.latencies: array[float] = array("d")
@@ -118,32 +127,42 @@ class _Load:
         self.drained = asyncio.Event()
         self.conn_errors = 0
         self.t_start = 0.0
+        self.first_answer = 0.0
+        self.last_answer = 0.0
         self.last_201 = 0.0
+
+    def exhausted(self) -> bool:
+        return 0 < self.total <= self.next_n
 
     def request(self) -> bytes:
         n, self.next_n = self.next_n, self.next_n + 1
         self.inflight += 1
         return self.make(n)
 
+    def _settled(self) -> None:
+        if self.inflight == 0 and (self.phase == 2 or self.exhausted()):
+            self.drained.set()
+
     def done(self, status: int, body: bytes, sent: float, now: float) -> None:
         self.inflight -= 1
         label = status_label(status, body)
         self.everything[label] += 1
+        if not self.first_answer:
+            self.first_answer = now
+        self.last_answer = now
         if status == 201:
             self.last_201 = now
         if self.phase == 1:
             self.measured[label] += 1
             self.latencies.append(now - sent)
-        if self.phase == 2 and self.inflight == 0:
-            self.drained.set()
+        self._settled()
 
     def lost(self) -> None:
         self.inflight -= 1
         self.everything["connection lost"] += 1
         if self.phase == 1:
             self.measured["connection lost"] += 1
-        if self.phase == 2 and self.inflight == 0:
-            self.drained.set()
+        self._settled()
 
 
 class _Conn(asyncio.Protocol):
@@ -165,6 +184,8 @@ class _Conn(asyncio.Protocol):
 
     def send(self) -> None:
         if self.load.phase == 2 or self.transport is None or self.transport.is_closing():
+            return
+        if self.load.exhausted():
             return
         request = self.load.request()
         self.waiting = True
@@ -228,9 +249,27 @@ def _request_maker(spec: Mapping[str, Any]) -> Callable[[int], bytes]:
     return make
 
 
+async def _go(host: str, port: int, request: bytes) -> None:
+    """Send one raw request on its own connection; fail unless it is answered 2xx."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        buf = bytearray()
+        while (found := parse_response(buf)) is None:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise ConnectionError("the go request's connection closed unanswered")
+            buf += chunk
+        if not 200 <= found[0] < 300:
+            raise RuntimeError(f"the go request was answered {found[0]}: {found[1][:200]!r}")
+    finally:
+        writer.close()
+
+
 async def _drive(spec: Mapping[str, Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    load = _Load(_request_maker(spec))
+    total = int(spec.get("total") or 0)
+    load = _Load(_request_maker(spec), total)
     conns: list[_Conn] = []
     pending: set[asyncio.Task[None]] = set()
 
@@ -243,7 +282,7 @@ async def _drive(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     async def connect_again() -> None:
         """After the server closed a connection: a new one, retried while the run lasts."""
-        while load.phase < 2:
+        while load.phase < 2 and not load.exhausted():
             try:
                 await connect(start=True)
                 return
@@ -257,17 +296,32 @@ async def _drive(spec: Mapping[str, Any]) -> dict[str, Any]:
         task.add_done_callback(pending.discard)
 
     for _ in range(int(spec["concurrency"])):
-        await connect(start=False)
-    load.t_start = time.perf_counter()
+        for attempt in range(3):  # a full accept queue refuses; count it, try again
+            try:
+                await connect(start=False)
+                break
+            except OSError:
+                load.conn_errors += 1
+                await asyncio.sleep(0.05 * (attempt + 1))
+    if spec.get("go"):
+        await _go(spec["host"], int(spec["port"]), str(spec["go"]).encode("latin-1"))
+    if total:
+        load.phase = 1  # a crowd: every answer counts
+    load.t_start = t0 = time.perf_counter()
     for conn in conns:  # all at once: a flash crowd
         conn.send()
-    await asyncio.sleep(float(spec["warmup"]))
-    load.phase, t0 = 1, time.perf_counter()
-    await asyncio.sleep(float(spec["seconds"]))
-    load.phase, t1 = 2, time.perf_counter()
-    if load.inflight > 0:
+    if total:
         with suppress(TimeoutError):
-            await asyncio.wait_for(load.drained.wait(), timeout=30)
+            await asyncio.wait_for(load.drained.wait(), timeout=float(spec["seconds"]))
+        load.phase, t1 = 2, time.perf_counter()
+    else:
+        await asyncio.sleep(float(spec["warmup"]))
+        load.phase, t0 = 1, time.perf_counter()
+        await asyncio.sleep(float(spec["seconds"]))
+        load.phase, t1 = 2, time.perf_counter()
+        if load.inflight > 0:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(load.drained.wait(), timeout=30)
     for conn in conns:
         if conn.transport is not None:
             conn.transport.close()
@@ -275,6 +329,11 @@ async def _drive(spec: Mapping[str, Any]) -> dict[str, Any]:
         task.cancel()
     elapsed = t1 - t0
     count = sum(load.measured.values())
+
+    def since_start(t: float) -> float | None:
+        return round((t - load.t_start) * 1000, 1) if t else None
+
+    answering = load.last_answer - load.t_start if load.last_answer else 0.0
     return {
         "seconds": round(elapsed, 3),
         "requests": count,
@@ -283,7 +342,12 @@ async def _drive(spec: Mapping[str, Any]) -> dict[str, Any]:
         "statuses_all": dict(load.everything.most_common()),
         "latency_ms": latency_summary(load.latencies),
         "created_all": load.everything["201"],
-        "last_201_ms": round((load.last_201 - load.t_start) * 1000, 1) if load.last_201 else None,
+        "last_201_ms": since_start(load.last_201),
+        "first_answer_ms": since_start(load.first_answer),
+        "last_answer_ms": since_start(load.last_answer),
+        # a crowd's rate: every answer over the time from the first send to the last answer
+        "answers_per_s": round(sum(load.everything.values()) / answering, 1) if answering else 0,
+        "connections": len(conns),
         "persons": load.next_n,
         "conn_errors": load.conn_errors,
         "abandoned": load.inflight,
@@ -296,8 +360,10 @@ def main() -> int:
 
     The spec: `host`, `port`, `token` (API key), `concurrency`, `warmup` and `seconds`, and
     `kind`: "get" with `paths`, or "book" with `office_id`, `service_id`, `slots` ([date,
-    start] pairs), `tag` and `first_person` (see `person`)."""
+    start] pairs), `tag` and `first_person` (see `person`). A crowd adds `total` (requests
+    in all; `seconds` is then its time limit) and may add `go` (a raw request sent first)."""
     spec = json.loads(sys.stdin.read())
+    raise_open_files(int(spec["concurrency"]) + 256)
     try:
         import uvloop
     except ImportError:

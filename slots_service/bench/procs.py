@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -42,3 +43,14 @@ def run_loadgen(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"the load generator failed (exit {proc.returncode})")
     found: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return found
+
+
+def raise_open_files(wanted: int) -> int:
+    """Raise this process's open-file limit towards `wanted` (as far as the hard limit
+    allows); the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft

@@ -15,19 +15,43 @@ from .stats import LogScan
 # The statuses that count towards a scenario's figure; anything else is "unexpected".
 EXPECTED: dict[str, tuple[str, ...]] = {
     "book": ("201",),
+    "hot": ("201",),
     "flash": ("201", "409 slot_full"),
     "availability": ("200",),
     "book-no-redis": ("201",),
+    "flash-w2": ("201", "409 slot_full"),
+    "availability-w2": ("200",),
+    "crowd": ("201", "409 slot_full"),
 }
-UNITS = {"book": "bookings/s", "flash": "answers/s", "book-no-redis": "bookings/s"}
+UNITS = {
+    "book": "bookings/s",
+    "hot": "bookings/s",
+    "flash": "answers/s",
+    "book-no-redis": "bookings/s",
+    "flash-w2": "answers/s",
+    "crowd": "answers/s",
+}
 # Figure / baseline pairs printed as ratios: (scenario, limit key).
 RATIOS = (
     ("book", "L_pg"),
-    ("book", "L_hot"),
+    ("hot", "L_hot"),
     ("flash", "L_http_post"),
     ("availability", "L_http_get"),
     ("book-no-redis", "L_pg"),
+    ("flash-w2", "L_http_post"),
+    ("availability-w2", "L_http_get"),
+    ("crowd", "L_http_post"),
 )
+# The last line's keys (the issue's shape), by scenario.
+ISSUE_KEYS = {
+    "book": "book",
+    "hot": "hot",
+    "flash": "flash",
+    "availability": "availability",
+    "book-no-redis": "book_no_redis",
+    "flash-w2": "flash_w2",
+    "availability-w2": "availability_w2",
+}
 
 
 @dataclass
@@ -47,8 +71,19 @@ class Scenario:
 
     @property
     def figure(self) -> float:
-        """Per second: bookings (book), answers (flash), 200s (availability)."""
+        """Per second: bookings (book), answers (flash), 200s (availability); a crowd's
+        answers over the time from its first request to its last answer."""
+        if self.name == "crowd":
+            return float(self.result["answers_per_s"])
         return round(self.expected / float(self.result["seconds"]), 1)
+
+    def cpu_us(self, tree: str = "api") -> float | None:
+        """CPU time of a process tree per request answered (warm-up included), in µs."""
+        seconds = (self.result.get("cpu_s_by") or {}).get(tree)
+        answered = int(sum(self.result.get("statuses_all", {}).values()))
+        if seconds is None or not answered:
+            return None
+        return round(float(seconds) / answered * 1e6, 1)
 
     @property
     def unexpected(self) -> dict[str, int]:
@@ -113,24 +148,67 @@ def summary_table(results: Mapping[str, Scenario], limits: Limits | None) -> str
     """A blank line, a heading, then one row per scenario."""
     lines = [
         "",
-        "summary (figure = bookings/s for book, answers/s for flash, 200s/s else)",
-        f"{'scenario':<14}{'figure/s':>10}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'p99 ms':>9}{'unexpected':>12}  ratio",
+        "summary (figure = bookings/s for book/hot, answers/s for flash/crowd, 200s/s else;"
+        " CPU = the API's, and Postgres's, per request answered)",
+        f"{'scenario':<16}{'figure/s':>10}{'ceiling':>20}{'ratio':>8}{'API CPU':>10}"
+        f"{'PG CPU':>9}{'p50 ms':>8}{'p99 ms':>8}{'unexpected':>11}",
     ]
     for name, s in results.items():
         lat = s.result["latency_ms"]
-        shown = (
-            ", ".join(
-                f"/{key} {format_ratio(s.figure, limits.get(key))}" for key in _ratio_keys(name)
+        for i, key in enumerate(_ratio_keys(name) or ["-"]):
+            base = limits.get(key) if limits else None
+            ceiling = f"{key} {base}" if base else key
+            first = i == 0
+            lines.append(
+                f"{name if first else '':<16}{s.figure if first else '':>10}{ceiling:>20}"
+                f"{format_ratio(s.figure, base):>8}{_us(s.cpu_us()) if first else '':>10}"
+                f"{_us(s.cpu_us('postgres')) if first else '':>9}"
+                f"{_ms(lat['p50']) if first else '':>8}{_ms(lat['p99']) if first else '':>8}"
+                f"{sum(s.unexpected.values()) if first else '':>11}"
             )
-            if limits
-            else "-"
-        )
+    if crowd := results.get("crowd"):
+        c = crowd.result["crowd"]
         lines.append(
-            f"{name:<14}{s.figure:>10.1f}{s.result['rps']:>10.1f}{_ms(lat['p50']):>9}"
-            f"{_ms(lat['p95']):>9}{_ms(lat['p99']):>9}{sum(s.unexpected.values()):>12}  {shown}"
+            f"crowd: sold {c['sold']} of {c['capacity']}, oversold {c['oversold']}, "
+            f"sold out {_ms(c['sellout_ms'])} ms after the first answer, "
+            f"{c['conn_errors']} connection errors"
         )
     return "\n".join(lines)
+
+
+def issue_json(results: Mapping[str, Scenario], limits: Limits | None) -> str:
+    """The last line: every figure per second as an integer, in the shape issue 9 asks for
+    (a scenario not run is null)."""
+
+    def whole(value: float | None) -> int | None:
+        return None if value is None else round(value)
+
+    found: dict[str, Any] = {
+        key: whole(results[name].figure) if name in results else None
+        for name, key in ISSUE_KEYS.items()
+        if key not in ("flash_w2", "availability_w2")
+    }
+    crowd = results.get("crowd")
+    found["crowd"] = (
+        {
+            key: whole(crowd.result["crowd"][key])
+            for key in (
+                "answers_per_s",
+                "sold",
+                "oversold",
+                "sellout_ms",
+                "p50_ms",
+                "p99_ms",
+                "conn_errors",
+            )
+        }
+        if crowd
+        else None
+    )
+    found["limits"] = dict(limits or {})
+    for name in ("flash-w2", "availability-w2"):
+        found[ISSUE_KEYS[name]] = whole(results[name].figure) if name in results else None
+    return json.dumps(found, separators=(", ", ": "))
 
 
 def summary_json(
@@ -162,6 +240,10 @@ def summary_json(
                 "server_error_lines": s.log.errors,
                 "server_warnings": s.log.warnings,
                 "cpu_cores": s.result.get("cpu_cores"),
+                "cpu_us_per_request": {
+                    tree: s.cpu_us(tree) for tree in (s.result.get("cpu_s_by") or {})
+                },
+                "crowd": s.result.get("crowd"),
                 "server": s.server,
             }
             for name, s in results.items()
@@ -178,6 +260,10 @@ def _ratio_keys(name: str) -> list[str]:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} µs"
 
 
 def _round(value: float | None) -> float | None:

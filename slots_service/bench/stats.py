@@ -136,15 +136,18 @@ class CpuMeter:
         self.roots = dict(roots)
         self.started = time.monotonic()
         self.before = {name: _tree_cpu(pid) for name, pid in self.roots.items()}
+        self.seconds: dict[str, float] = {}
         self.machine = _machine_busy()
 
     def stop(self, loadgen_cpu_s: float) -> dict[str, float]:
+        """Cores busy by name; the CPU seconds themselves are left in `seconds`."""
         wall = max(time.monotonic() - self.started, 1e-9)
         cores: dict[str, float] = {}
         for name, pid in self.roots.items():
             before = self.before[name]
             now = _tree_cpu(pid)
-            cores[name] = sum(v - before.get(p, 0.0) for p, v in now.items()) / wall
+            self.seconds[name] = sum(v - before.get(p, 0.0) for p, v in now.items())
+            cores[name] = self.seconds[name] / wall
         cores["loadgen"] = loadgen_cpu_s / wall
         ours = sum(cores.values())
         busy, total = _machine_busy()
