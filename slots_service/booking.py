@@ -21,7 +21,7 @@ from . import errors, events, idempotency, metrics, party, people
 from .catalog import Office, Service
 from .config import Settings
 from .counters import Gate
-from .db import connection, in_transaction, queries
+from .db import connection, in_transaction, queries, translate
 from .horizon import horizon, local_today
 from .idempotency import Claim
 from .models import (
@@ -30,6 +30,7 @@ from .models import (
     CancelIn,
     DayBefore,
     HoursBefore,
+    PersonIn,
     PersonOut,
     RescheduleIn,
     minutes,
@@ -125,6 +126,67 @@ class BookParams(NamedTuple):
     notice_accepted: bool
 
 
+class Who(NamedTuple):
+    """The person a booking is for, as the service keeps them: HMAC and masked number."""
+
+    id_hmac: bytes
+    id_type: str
+    id_masked: str
+    name: str
+    phone_hmac: bytes | None  # None: phones are not bound to identities
+
+    def out(self) -> PersonOut:
+        return PersonOut(id_type=self.id_type, id_number_masked=self.id_masked, name=self.name)
+
+
+def who_of(settings: Settings, person: PersonIn) -> Who:
+    key = settings.pii_key.get()
+    return Who(
+        id_hmac=people.identity_hmac(key, person.id_type, person.id_number),
+        id_type=person.id_type,
+        id_masked=people.mask(person.id_number),
+        name=person.name,
+        phone_hmac=(
+            people.phone_hmac(key, person.phone) if settings.one_phone_per_identity else None
+        ),
+    )
+
+
+class Order(NamedTuple):
+    """What a booking is made of, whoever asks for it: a request, a draw's entry, a waiting
+    entry offered freed seats."""
+
+    office: Office
+    service: Service
+    day: date
+    start: time
+    party_size: int
+    who: Who
+    members: tuple[party.Member, ...]
+    channel: str
+    reference: str | None
+    metadata: dict[str, str]
+    notice_accepted: bool
+
+    @property
+    def start_text(self) -> str:
+        return hhmm(self.start)
+
+
+def check_order(settings: Settings, order: Order, now: datetime) -> datetime:
+    """Every rule of a booking that needs no database; returns the window's start instant."""
+    service = order.service
+    if service.requires_reference and not order.reference:
+        raise errors.NotBookable(f"service {service.id!r} requires a reference")
+    if service.notice_required and not order.notice_accepted:
+        raise errors.NotBookable(
+            f"service {service.id!r} requires its notice accepted (notice_accepted: true)"
+        )
+    return check_bookable(
+        settings, order.office, service, order.day, order.start, order.party_size, now
+    )
+
+
 async def book(
     rt: Runtime, req: BookingIn, now: datetime, keyed: idempotency.Keyed | None = None
 ) -> BookingOut:
@@ -146,19 +208,25 @@ async def _book(
 ) -> BookingOut:
     office = await rt.catalog.office(req.office_id)
     service = await rt.catalog.service(req.service_id)
-    if service.requires_reference and not req.reference:
-        raise errors.NotBookable(f"service {service.id!r} requires a reference")
-    if service.notice_required and req.notice_accepted is not True:
-        raise errors.NotBookable(
-            f"service {service.id!r} requires its notice accepted (notice_accepted: true)"
-        )
-    start = parse_start(req.start)
-    starts_at = check_bookable(rt.settings, office, service, req.date, start, req.party_size, now)
-    members = party.members_of(rt.settings, req)
+    order = Order(
+        office=office,
+        service=service,
+        day=req.date,
+        start=parse_start(req.start),
+        party_size=req.party_size,
+        who=who_of(rt.settings, req.person),
+        members=party.members_of(rt.settings, req),
+        channel=req.channel,
+        reference=req.reference,
+        metadata=req.metadata,
+        notice_accepted=req.notice_accepted is True,
+    )
+    starts_at = check_order(rt.settings, order, now)
+    draw_at = await rt.days.draw_pending(office, req.date, now)
+    if draw_at is not None:
+        raise errors.DrawPending(instant(draw_at, office.tz) or "")
     await rt.days.ensure_opened(office, [req.date], now)
-    who = req.person
-    id_hmac = people.identity_hmac(rt.settings.pii_key.get(), who.id_type, who.id_number)
-    attempts = (id_hmac[:12].hex(), rt.settings.rate_limit_per_person_per_minute, 60)
+    attempts = (order.who.id_hmac[:12].hex(), rt.settings.rate_limit_per_person_per_minute, 60)
     gate = await rt.seats.take(office.id, req.date, req.start, req.party_size, attempts)
     if gate is Gate.FULL:  # the crowd's answer: Postgres is asked nothing but the key, if any
         refusal = errors.SlotFull()
@@ -168,7 +236,7 @@ async def _book(
             if replayed is not None:
                 return replayed
         raise refusal
-    run = _Run(rt, req, office, service, start, starts_at, id_hmac, now, None, members)
+    run = _Run(rt, order, starts_at, now, None)
     try:
         return await _claim_and_record(run, gate, keyed)
     finally:
@@ -176,21 +244,22 @@ async def _book(
 
 
 async def _claim_and_record(run: _Run, gate: Gate, keyed: idempotency.Keyed | None) -> BookingOut:
-    rt, req, now = run.rt, run.req, run.now
+    rt, order, now = run.rt, run.order, run.now
+    seat = (order.office.id, order.day, order.start_text, order.party_size)
     if keyed is not None:
         try:
             found = await idempotency.claim(rt.pool, keyed, now, rt.settings.idempotency_lease_s)
         except BaseException:  # the key answers instead (kept, or running): nothing booked
-            await rt.seats.untake(gate, *_seat(req))
+            await rt.seats.untake(gate, *seat)
             raise
         if isinstance(found, BookingOut):  # booked before: this take goes back
-            await rt.seats.untake(gate, *_seat(req))
+            await rt.seats.untake(gate, *seat)
             return found
         run = run._replace(held=found)
     try:
         return await _record(run)
     except BaseException as exc:
-        await rt.seats.compensate(gate, exc, *_seat(req))
+        await rt.seats.compensate(gate, exc, *seat)
         if run.held is not None:
             if isinstance(exc, errors.DomainError) and idempotency.kept(exc):
                 await idempotency.finish(rt.pool, run.held, exc)
@@ -199,98 +268,125 @@ async def _claim_and_record(run: _Run, gate: Gate, keyed: idempotency.Keyed | No
         raise
 
 
-def _seat(req: BookingIn) -> tuple[str, date, str, int]:
-    return req.office_id, req.date, req.start, req.party_size
-
-
 async def _record(run: _Run) -> BookingOut:
     """The booking statement, alone (one round trip) or, for a party with members, in one
     transaction after every identity of the party was locked and the members checked."""
-    rt, req, office, service, _, starts_at, id_hmac, now, _, members = run
-    ends_at = starts_at + timedelta(minutes=office.window_minutes)
+    async with connection(run.rt.pool) as conn:
+        if not run.order.members:
+            return await _named(conn, run, _decide(conn, run))
+        return await _named(conn, run, _party_transaction(conn, run))
+
+
+async def book_within(
+    conn: asyncpg.Connection, rt: Runtime, order: Order, now: datetime
+) -> BookingOut:
+    """Book in the caller's transaction (a draw, a waitlist offer): the rules as
+    `POST /v1/bookings` applies them, decided by the same statement; the seats are taken in
+    Postgres only (the caller brings the gate in line after its commit). A refusal raises and
+    leaves the caller's transaction as it was (a savepoint)."""
+    starts_at = check_order(rt.settings, order, now)
+    run = _Run(rt, order, starts_at, now, None)
+    return await _named(conn, run, _party_transaction(conn, run))
+
+
+async def _party_transaction(conn: asyncpg.Connection, run: _Run) -> BookingOut:
+    async with conn.transaction():  # a savepoint inside the caller's transaction
+        return await _in_party(conn, run)
+
+
+async def _named(
+    conn: asyncpg.Connection, run: _Run, deciding: Awaitable[BookingOut]
+) -> BookingOut:
+    """The decision, its driver errors as the domain errors they mean; an active booking that
+    only a unique index met is looked up (once its transaction or savepoint is rolled back) and
+    named in the refusal."""
     try:
-        async with connection(rt.pool) as conn:
-            if not members:
-                return await _decide(conn, run, ends_at)
-            async with conn.transaction():
-                person = party.Member(
-                    id_hmac, req.person.id_type, people.mask(req.person.id_number), ""
-                )
-                made_on = local_today(now, office.tz)
-                found = await party.hold(
-                    conn, rt.settings, person, members, service.id, made_on, now
-                )
-                if found is not None:
-                    raise refusal(
-                        found["verdict"],
-                        found["blocked_until"],
-                        found["active_booking_id"],
-                        office,
-                        found["retry_at"],
-                    )
-                made = await _decide(conn, run, ends_at)
-                await party.record(conn, made.id, members)
-                return made
-    except errors.ActiveBookingExists as exc:
-        if exc.extra.get("booking_id") is not None:
+        return await deciding
+    except errors.DomainError as exc:
+        refused = exc
+    except asyncpg.PostgresError as exc:
+        mapped = translate(exc)
+        if mapped is None:
             raise
-        # A race the unique index caught (db.py names it): find the booking it met.
-        async with connection(rt.pool) as conn:
-            found = await conn.fetchval(queries["active_booking_of"], id_hmac, service.id)
+        refused = mapped
+    if isinstance(refused, errors.ActiveBookingExists) and refused.extra["booking_id"] is None:
+        found = await conn.fetchval(
+            queries["active_booking_of"], run.order.who.id_hmac, run.order.service.id
+        )
         raise errors.ActiveBookingExists(found) from None
+    raise refused from None
 
 
-async def _decide(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> BookingOut:
+async def _in_party(conn: asyncpg.Connection, run: _Run) -> BookingOut:
+    """In a transaction: every identity of the order locked and the members checked, then the
+    booking statement. The person's row locked first, no concurrent party can take it while
+    the statement runs."""
+    order, now = run.order, run.now
+    who = order.who
+    person = party.Member(who.id_hmac, who.id_type, who.id_masked, "")
+    made_on = local_today(now, order.office.tz)
+    found = await party.hold(
+        conn, run.rt.settings, person, order.members, order.service.id, made_on, now
+    )
+    if found is not None:
+        raise refusal(
+            found["verdict"],
+            found["blocked_until"],
+            found["active_booking_id"],
+            order.office,
+            found["retry_at"],
+        )
+    made = await _decide(conn, run)
+    if order.members:
+        await party.record(conn, made.id, order.members)
+    return made
+
+
+async def _decide(conn: asyncpg.Connection, run: _Run) -> BookingOut:
     """The booking statement; once more with the day's real window if the day was planned
     under other hours than today's."""
-    req, office, start = run.req, run.office, run.start
+    order = run.order
+    ends_at = run.starts_at + timedelta(minutes=order.office.window_minutes)
     made = await _statement(conn, run, ends_at)
     if made is not None:
         return made
-    window = await conn.fetchrow(queries["window_at"], office.id, req.date, start)
+    window = await conn.fetchrow(queries["window_at"], order.office.id, order.day, order.start)
     if window is not None and (made := await _statement(conn, run, window["ends_at"])):
         return made
-    raise errors.NotBookable(f"no window starts at {req.start} on {req.date}")
+    raise errors.NotBookable(f"no window starts at {order.start_text} on {order.day}")
 
 
 class _Run(NamedTuple):
-    """What one booking request brings to its statement."""
+    """What one booking brings to its statement."""
 
     rt: Runtime
-    req: BookingIn
-    office: Office
-    service: Service
-    start: time
+    order: Order
     starts_at: datetime
-    id_hmac: bytes
     now: datetime
     held: Claim | None
-    members: tuple[party.Member, ...]
 
 
 async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> BookingOut | None:
     """One run of `book`: the booking, None when no window has these times, else the
     refusal raised."""
-    rt, req, office, service, start, starts_at, id_hmac, now, held, members = run
-    key = rt.settings.pii_key.get()
-    person = req.person
-    masked = people.mask(person.id_number)
-    deadline = cancel_deadline(service, req.date, starts_at, office)
+    rt, order, starts_at, now, held = run
+    office, service, who = order.office, order.service, order.who
+    deadline = cancel_deadline(service, order.day, starts_at, office)
     out = BookingOut(
         id=new_booking_id(),
         status="booked",
         office_id=office.id,
         service_id=service.id,
-        date=req.date.isoformat(),
-        start=req.start,
+        date=order.day.isoformat(),
+        start=order.start_text,
         end=hhmm(ends_at.astimezone(office.tz).time()),
         starts_at=instant(starts_at, office.tz) or "",
         ends_at=instant(ends_at, office.tz) or "",
-        party_size=req.party_size,
-        person=PersonOut(id_type=person.id_type, id_number_masked=masked, name=person.name),
-        channel=req.channel,
-        reference=req.reference,
-        metadata=req.metadata,
+        party_size=order.party_size,
+        person=who.out(),
+        channel=order.channel,
+        reference=order.reference,
+        metadata=order.metadata,
         created_at=instant(now, office.tz) or "",
         cancel_deadline=instant(deadline, office.tz),
         cancelled_at=None,
@@ -298,26 +394,24 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         cancel_reason=None,
         checked_in_at=None,
         ticket=None,
-        members=[m.out() for m in members],
+        members=[m.out() for m in order.members],
     )
     params = BookParams(
         office_id=office.id,
-        day=req.date,
-        start_time=start,
+        day=order.day,
+        start_time=order.start,
         end_time=ends_at.astimezone(office.tz).time(),
-        party_size=req.party_size,
-        id_hmac=id_hmac,
-        id_type=person.id_type,
-        id_masked=masked,
-        phone_hmac=people.phone_hmac(key, person.phone)
-        if rt.settings.one_phone_per_identity
-        else None,
+        party_size=order.party_size,
+        id_hmac=who.id_hmac,
+        id_type=who.id_type,
+        id_masked=who.id_masked,
+        phone_hmac=who.phone_hmac,
         booking_id=out.id,
         service_id=service.id,
-        name=person.name,
-        channel=req.channel,
-        reference=req.reference,
-        metadata=req.metadata,
+        name=who.name,
+        channel=order.channel,
+        reference=order.reference,
+        metadata=order.metadata,
         made_on=local_today(now, office.tz),
         bookings_per_day=rt.settings.bookings_per_day,
         active_per_service=rt.settings.active_bookings_per_service,
@@ -329,12 +423,12 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         response=_encode(out),
         claim_token=held.token if held else None,
         rebook_cooldown=rt.settings.rebook_cooldown_minutes,
-        notice_accepted=req.notice_accepted is True,
+        notice_accepted=order.notice_accepted,
     )
     try:
         row = await conn.fetchrow(queries["book"], *params)
     except asyncpg.exceptions.NotNullViolationError as exc:
-        if exc.column_name != "person_id":
+        if exc.column_name != "person_id" or conn.is_in_transaction():
             raise
         # A party booking took the person while the statement waited for their row (`who`):
         # decided again, it sees what the party committed.
@@ -507,6 +601,9 @@ async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: date
     check_bookable(rt.settings, office, service, body.date, start, party, now)
     if (body.date, start) == (current["day"], current["start_time"]):
         return render_booking(current, office.tz)
+    draw_at = await rt.days.draw_pending(office, body.date, now)
+    if draw_at is not None:
+        raise errors.DrawPending(instant(draw_at, office.tz) or "")
     await rt.days.ensure_opened(office, [body.date], now)
 
     gate = await rt.seats.take(office.id, body.date, body.start, party)

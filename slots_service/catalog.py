@@ -9,7 +9,8 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
@@ -17,7 +18,17 @@ import msgspec
 
 from . import errors
 from .db import connection, queries
-from .models import CancelCutoff, HoursRange, OfficeIn, OfficeOut, ServiceIn, ServiceOut
+from .models import (
+    CancelCutoff,
+    FirstCome,
+    HoursRange,
+    Lottery,
+    OfficeIn,
+    OfficeOut,
+    Release,
+    ServiceIn,
+    ServiceOut,
+)
 
 _CHANNEL = "slots_catalog"
 _CHECK_SECONDS = 2.0  # each copy checks the version this often, notified or not
@@ -35,6 +46,13 @@ class Office:
     services: tuple[str, ...]
     window_minutes: int
     hours: dict[str, list[HoursRange]]
+    # API 1.1: how new days are released, and since when by lottery (None: first come).
+    release: Release = field(default_factory=FirstCome)
+    lottery_since: datetime | None = None
+
+    @property
+    def lottery(self) -> Lottery | None:
+        return self.release if isinstance(self.release, Lottery) else None
 
     def out(self) -> OfficeOut:
         return OfficeOut(
@@ -44,6 +62,7 @@ class Office:
             services=list(self.services),
             window_minutes=self.window_minutes,
             hours=self.hours,
+            release=self.release,
         )
 
 
@@ -175,6 +194,8 @@ class Catalog:
                 services=tuple(r["services"]),
                 window_minutes=r["window_minutes"],
                 hours=msgspec.convert(r["hours"], dict[str, list[HoursRange]]),
+                release=msgspec.convert(r["release"] or {"mode": "first_come"}, Release),
+                lottery_since=r["lottery_since"],
             )
             for r in offices
         }
@@ -258,6 +279,7 @@ class Catalog:
                 body.window_minutes,
                 msgspec.to_builtins(body.hours),
                 now,
+                msgspec.to_builtins(body.release),
             )
             version = await conn.fetchval(queries["catalog_changed"])
         await self._served_everywhere(version)

@@ -61,6 +61,33 @@ def next_to_open(now: datetime, tz: ZoneInfo, settings: Settings) -> tuple[date,
     return horizon(now, tz, settings)[1] + timedelta(days=1), opens
 
 
+def opens_at(day: date, tz: ZoneInfo, settings: Settings) -> datetime:
+    """The instant a day enters the horizon (00:00 office-local, 14 days before, by default)."""
+    hh, mm = (int(x) for x in settings.horizon_opens_at.split(":"))
+    return datetime.combine(day - timedelta(days=settings.horizon_days), time(hh, mm), tz)
+
+
+def entries_open_at(office: Office, day: date, settings: Settings) -> datetime:
+    """When a lottery office starts taking entries for a day: `entries_open` office-local on
+    the calendar day before the day's opening instant."""
+    lottery = office.lottery
+    entries_open = lottery.entries_open if lottery is not None else "18:00"
+    hh, mm = (int(x) for x in entries_open.split(":"))
+    before = opens_at(day, office.tz, settings).date() - timedelta(days=1)
+    return datetime.combine(before, time(hh, mm), office.tz)
+
+
+def released_by_draw(office: Office, day: date, settings: Settings) -> bool:
+    """Whether the day is released by a draw: the office is in lottery mode and the day enters
+    the horizon after it switched (days already in the horizon keep their seats as they are)."""
+    since = office.lottery_since
+    return (
+        office.lottery is not None
+        and since is not None
+        and opens_at(day, office.tz, settings) > since
+    )
+
+
 def effective_weekday(day: date, mark: CalendarMark | None) -> Weekday:
     if mark is not None and mark.kind == "workday" and mark.as_weekday is not None:
         return mark.as_weekday
@@ -151,7 +178,8 @@ def days_between(first: date, last: date) -> list[date]:
 
 class Days:
     """Opens office-days on first use: plans their windows in Postgres and counts their seats
-    at the gate, once per process (a crowd on a new day plans it once)."""
+    at the gate, once per process (a crowd on a new day plans it once). Knows which days of
+    lottery offices wait for their draw."""
 
     def __init__(self, pool: asyncpg.Pool, seats: Seats, settings: Settings) -> None:
         self._pool = pool
@@ -159,7 +187,26 @@ class Days:
         self._settings = settings
         # (office, day) pairs known to be opened already; a day, once opened, stays opened.
         self.opened: set[tuple[str, date]] = set()
+        # (office, day) pairs whose draw is known to have finished; once drawn, stays drawn.
+        self.drawn: set[tuple[str, date]] = set()
         self._opening = asyncio.Lock()
+
+    async def draw_pending(self, office: Office, day: date, now: datetime) -> datetime | None:
+        """The draw instant of a day in the horizon that its draw has not released yet, else
+        None (first come, first served)."""
+        if office.lottery is None or (office.id, day) in self.drawn:
+            return None
+        if not released_by_draw(office, day, self._settings):
+            return None
+        draw_at = opens_at(day, office.tz, self._settings)
+        if now < draw_at:
+            return None  # not in the horizon yet: the horizon's own rule answers
+        async with connection(self._pool) as conn:
+            drawn = await conn.fetchval(queries["release_drawn"], office.id, day)
+        if drawn:
+            self.drawn.add((office.id, day))
+            return None
+        return draw_at
 
     async def ensure_opened(
         self, office: Office, days: list[date], now: datetime
@@ -185,7 +232,10 @@ class Days:
         return opened_days, created
 
     async def ensure_horizon(self, office: Office, now: datetime) -> tuple[date, date]:
-        """The office's bookable days, every one of them opened."""
+        """The office's bookable days, every one of them opened: the horizon without the newest
+        days that still wait for their draw (those are opened by the draw itself)."""
         first, last = horizon(now, office.tz, self._settings)
+        while last >= first and await self.draw_pending(office, last, now) is not None:
+            last -= timedelta(days=1)
         await self.ensure_opened(office, days_between(first, last), now)
         return first, last

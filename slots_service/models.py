@@ -121,12 +121,28 @@ class HoursRange(Request, frozen=True):
             raise ValueError(f"opening range {self.start}-{self.end} must end after it starts")
 
 
+class FirstCome(Request, frozen=True, tag_field="mode", tag="first_come"):
+    """New days are bookable first come, first served from the instant they open."""
+
+
+class Lottery(Request, frozen=True, tag_field="mode", tag="lottery"):
+    """New days are released by a draw among the entries taken from `entries_open` on the
+    evening before they open (API 1.1, "Fair release")."""
+
+    entries_open: HHMM = "18:00"
+    max_choices: Annotated[int, Meta(ge=1, le=48)] = 3
+
+
+Release = FirstCome | Lottery
+
+
 class OfficeIn(Request, frozen=True):
     name: Name
     timezone: Timezone
     services: list[ServiceId]
     hours: dict[Weekday, list[HoursRange]]
     window_minutes: Annotated[int, Meta(ge=5, le=720)] = 30
+    release: Release = field(default_factory=FirstCome)  # API 1.1
 
     def __post_init__(self) -> None:
         for day, ranges in self.hours.items():
@@ -151,6 +167,7 @@ class OfficeOut(Response):
     services: list[str]
     window_minutes: int
     hours: dict[str, list[HoursRange]]
+    release: Release = field(default_factory=FirstCome)
 
 
 class Holiday(Request, frozen=True, tag_field="kind", tag="holiday"):
@@ -317,6 +334,103 @@ class SearchIn(Request, frozen=True):
             force_setattr(self, "id_number", normalise_id_number(self.id_number))
 
 
+# ---------------------------------------------------------------- release by lottery (1.1)
+
+
+class EntryIn(Request, frozen=True):
+    office_id: OfficeId
+    service_id: ServiceId
+    date: date
+    choices: Annotated[list[HHMM], Meta(max_length=48)]
+    person: PersonIn
+    party_size: PartySize = 1
+    channel: Channel = "web"
+    reference: Reference | None = None
+    metadata: Metadata = field(default_factory=dict)
+    notice_accepted: bool | UnsetType = UNSET
+    members: Annotated[list[MemberIn], Meta(max_length=99)] | UnsetType = UNSET
+    waitlist: bool = False
+
+
+class EntryOut(Response):
+    id: str
+    status: str
+    office_id: str
+    service_id: str
+    date: str
+    choices: list[str]
+    party_size: int
+    person: PersonOut
+    members: list[PersonOut]
+    channel: str
+    reference: str | None
+    metadata: dict[str, str]
+    waitlist: bool
+    created_at: str
+    draw_at: str
+    booking_id: str | None
+    lost_reason: str | None
+    waitlist_id: str | None
+
+
+class ReleaseOut(Response):
+    office_id: str
+    date: str
+    mode: str
+    entries_open_at: str
+    draw_at: str
+    status: Literal["scheduled", "taking_entries", "drawing", "drawn"]
+    commitment: str | None
+    seed: str | None
+    entries: int
+    won: int
+    lost: int
+
+
+class DrawItem(Response):
+    rank: int
+    entry_id: str
+    status: str
+    start: str | None
+
+
+class DrawPage(Response):
+    items: list[DrawItem]
+    next: int | None
+
+
+# ---------------------------------------------------------------- waitlist (1.1)
+
+
+class WaitlistIn(Request, frozen=True):
+    office_id: OfficeId
+    service_id: ServiceId
+    from_: date = field(name="from")
+    to: date
+    person: PersonIn
+    party_size: PartySize = 1
+    channel: Channel = "web"
+    reference: Reference | None = None
+    metadata: Metadata = field(default_factory=dict)
+    notice_accepted: bool | UnsetType = UNSET
+    members: Annotated[list[MemberIn], Meta(max_length=99)] | UnsetType = UNSET
+
+
+class WaitlistOut(Response):
+    id: str
+    status: str
+    office_id: str
+    service_id: str
+    from_: str = field(name="from")
+    to: str
+    party_size: int
+    person: PersonOut
+    members: list[PersonOut]
+    channel: str
+    created_at: str
+    booking_id: str | None
+
+
 class BookingList(Response):
     items: list[BookingOut]
 
@@ -376,6 +490,8 @@ class Event(Response):
     occurred_at: str
     booking: dict[str, object] | None = None
     person: dict[str, object] | None = None
+    entry: dict[str, object] | None = None  # API 1.1: entry.* events
+    waitlist: dict[str, object] | None = None  # API 1.1: waitlist.* events
 
 
 class EventPage(Response):

@@ -13,7 +13,8 @@ FROM bookings b JOIN windows w ON w.id = b.window_id
 -- ---------------------------------------------------------------- catalog
 
 -- name: all_offices
-SELECT id, name, timezone, services, window_minutes, hours FROM offices ORDER BY id
+SELECT id, name, timezone, services, window_minutes, hours, release, lottery_since
+FROM offices ORDER BY id
 
 -- name: all_services
 SELECT id, name, cancel_cutoff, max_party_size, requires_reference, notice, documents,
@@ -33,11 +34,17 @@ ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, cancel_cutoff = EXCLUDED.ca
     notice_required = EXCLUDED.notice_required
 
 -- name: upsert_office
-INSERT INTO offices (id, name, timezone, services, window_minutes, hours, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+-- $8 release; lottery_since: when the office (last) went into lottery mode ($7 now), kept
+-- while it stays there, NULL out of it.
+INSERT INTO offices (id, name, timezone, services, window_minutes, hours, updated_at, release,
+    lottery_since)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+    CASE WHEN $8::jsonb->>'mode' = 'lottery' THEN $7::timestamptz END)
 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone,
     services = EXCLUDED.services, window_minutes = EXCLUDED.window_minutes,
-    hours = EXCLUDED.hours, updated_at = EXCLUDED.updated_at
+    hours = EXCLUDED.hours, updated_at = EXCLUDED.updated_at, release = EXCLUDED.release,
+    lottery_since = CASE WHEN EXCLUDED.release->>'mode' = 'lottery'
+        THEN coalesce(offices.lottery_since, EXCLUDED.lottery_since) END
 
 -- name: catalog_changed
 -- In the transaction of a catalog write: the next version, announced at commit.
@@ -148,6 +155,9 @@ FROM windows WHERE office_id = $1 AND day = $2
 -- name: window_at
 SELECT id, start_time, end_time, starts_at, ends_at, capacity, booked, closed
 FROM windows WHERE office_id = $1 AND day = $2 AND start_time = $3
+
+-- name: release_drawn
+SELECT EXISTS (SELECT FROM releases WHERE office_id = $1 AND day = $2 AND drawn_at IS NOT NULL)
 
 -- name: open_days_from
 -- Every opened office-day from a date on, for reconcile.

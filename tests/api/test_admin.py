@@ -30,6 +30,9 @@ THURSDAY = "2026-11-26"
 SATURDAY = "2026-11-28"
 OTHER_OFFICE = "gz-exit-entry"
 
+# An office PUT without `release` (API 1.1) reads back with the default one.
+FIRST_COME = {"release": {"mode": "first_come"}}
+
 
 def windows_of(found: dict[tuple[str, str], int], date: str) -> dict[str, int]:
     """{start: remaining} of one day, from `steps.seats`."""
@@ -199,7 +202,7 @@ async def test_longest_service_id_is_accepted(client: httpx.AsyncClient) -> None
 async def test_put_office_returns_and_stores_it(catalog: httpx.AsyncClient) -> None:
     got = await catalog.get(f"/v1/offices/{OFFICE_ID}")
     assert got.status_code == 200
-    assert got.json() == {"id": OFFICE_ID, **OFFICE}
+    assert got.json() == {"id": OFFICE_ID, **OFFICE, **FIRST_COME}
     response = await catalog.put(f"/v1/offices/{OFFICE_ID}", json=OFFICE)
     assert response.status_code == 200, response.text
     assert response.json() == got.json()
@@ -226,8 +229,9 @@ async def test_put_office_replaces_it_whole(catalog: httpx.AsyncClient) -> None:
     }
     response = await catalog.put(f"/v1/offices/{OFFICE_ID}", json=replaced)
     assert response.status_code == 200, response.text
-    assert response.json() == {"id": OFFICE_ID, **replaced}
-    assert (await catalog.get(f"/v1/offices/{OFFICE_ID}")).json() == {"id": OFFICE_ID, **replaced}
+    assert response.json() == {"id": OFFICE_ID, **replaced, **FIRST_COME}
+    expected = {"id": OFFICE_ID, **replaced, **FIRST_COME}
+    assert (await catalog.get(f"/v1/offices/{OFFICE_ID}")).json() == expected
     # the service it no longer lists is no longer offered there
     response = await catalog.get(
         f"/v1/offices/{OFFICE_ID}/availability", params={"service": SERVICE_ID}
@@ -240,8 +244,8 @@ async def test_list_offices(catalog: httpx.AsyncClient) -> None:
     listed = (await catalog.get("/v1/offices")).json()
     assert len(listed) == 2
     assert {o["id"]: o for o in listed} == {
-        OFFICE_ID: {"id": OFFICE_ID, **OFFICE},
-        OTHER_OFFICE: {"id": OTHER_OFFICE, **OFFICE, "name": "广州市出入境"},
+        OFFICE_ID: {"id": OFFICE_ID, **OFFICE, **FIRST_COME},
+        OTHER_OFFICE: {"id": OTHER_OFFICE, **OFFICE, **FIRST_COME, "name": "广州市出入境"},
     }
 
 
