@@ -247,6 +247,45 @@ class Counters:
             return 0
         return int(wait)
 
+    async def remember(self, key: str, field: str, value: str, ttl_s: int) -> None:
+        """A hint kept beside the counters (a field of hash `key`, living `ttl_s` seconds of
+        Redis's own clock); lost or absent hints only cost a question to Postgres."""
+        if not self._usable():
+            return
+        client = self._client
+        assert client is not None
+
+        async def call() -> None:
+            await client.hset(key, field, value)
+            await client.expire(key, ttl_s)
+
+        try:
+            await self._run(call)
+        except _ERRORS as exc:
+            self._failed(exc)
+
+    async def recall(self, key: str, field: str) -> str | None:
+        if not self._usable():
+            return None
+        client = self._client
+        assert client is not None
+        try:
+            found = await self._run(lambda: client.hget(key, field))
+        except _ERRORS as exc:
+            self._failed(exc)
+            return None
+        return found.decode() if isinstance(found, bytes) else None
+
+    async def forget(self, key: str, field: str) -> None:
+        if not self._usable():
+            return
+        client = self._client
+        assert client is not None
+        try:
+            await self._run(lambda: client.hdel(key, field))
+        except _ERRORS as exc:
+            self._failed(exc)
+
     async def eviction_policy(self) -> str | None:
         """Redis's `maxmemory-policy`; None when it cannot be read (Redis off or down, or a
         managed Redis that forbids CONFIG GET). On a cluster, every primary's: the first that

@@ -42,7 +42,17 @@ def load_queries(text: str) -> dict[str, str]:
     return {name: _INCLUDE.sub(include, body) for name, body in named.items()}
 
 
-queries = load_queries(resources.files(__package__).joinpath("sql/queries.sql").read_text())
+def _all_queries() -> dict[str, str]:
+    """Every `sql/*.sql` file's queries (queries.sql first: its fragments serve them all)."""
+    folder = resources.files(__package__).joinpath("sql")
+    files = sorted(
+        (f for f in folder.iterdir() if f.name.endswith(".sql")),
+        key=lambda f: (f.name != "queries.sql", f.name),
+    )
+    return load_queries("\n\n".join(f.read_text() for f in files))
+
+
+queries = _all_queries()
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -84,6 +94,9 @@ _CONSTRAINT_ERRORS: dict[str, Callable[[], errors.DomainError]] = {
     "windows_not_oversold": errors.SlotFull,
     # which booking is found by the rule that meets it (booking.py)
     "bookings_one_active_per_service": lambda: errors.ActiveBookingExists(None),
+    # which entry is found by the caller (entries.py, waitlist.py)
+    "entry_identities_pkey": lambda: errors.EntryExists(None),
+    "waitlist_identities_pkey": lambda: errors.WaitlistEntryExists(None),
 }
 
 _UNAVAILABLE = (

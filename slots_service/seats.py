@@ -36,6 +36,10 @@ class Released(NamedTuple):
     start: str
     seats: int
 
+    def less(self, taken: int) -> Released:
+        """What the gate gets back once the waitlist took `taken` seats of the window."""
+        return self._replace(seats=self.seats - taken)
+
 
 async def release(conn: asyncpg.Connection, booking: asyncpg.Record) -> Released:
     """In the transaction of a booking leaving its window (a row of `booking_rows`): the seats
@@ -97,16 +101,22 @@ class Seats:
             await self.counters.give(office_id, day, start, seats)
 
     async def give_back(self, released: Iterable[Released]) -> None:
-        """After commit: the seats bookings freed go back to the gate."""
+        """After commit: the seats bookings freed go back to the gate, less those the waitlist
+        took in the same transaction (negative: it took seats that were free before)."""
         for seats in released:
-            if seats.seats > 0:
+            if seats.seats != 0:
                 await self.counters.give(seats.office_id, seats.day, seats.start, seats.seats)
 
-    async def fill(self, office_id: str, day: date, replace: bool) -> int:
+    async def fill(
+        self, office_id: str, day: date, replace: bool, conn: asyncpg.Connection | None = None
+    ) -> int:
         """Copy a day's seats remaining from Postgres into Redis (replace: reconcile); returns
-        the windows that were absent or drifted."""
-        async with connection(self._pool) as conn:
+        the windows that were absent or drifted. With `conn`, as that transaction sees them."""
+        if conn is not None:
             rows = await conn.fetch(queries["day_remaining"], office_id, day)
+        else:
+            async with connection(self._pool) as pooled:
+                rows = await pooled.fetch(queries["day_remaining"], office_id, day)
         remaining = {r["start"]: r["remaining"] for r in rows}
         ttl = counters_ttl(day, await self._clock.now())
         return await self.counters.fill(office_id, day, remaining, ttl, replace)
