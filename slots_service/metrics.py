@@ -78,6 +78,29 @@ reconcile_corrected = Counter(
 events_published = Counter(
     "slots_events", "Events written to the outbox by type.", ["type"], registry=registry
 )
+entries = Counter(
+    "slots_entries",
+    "Entries into a draw (API 1.1) by outcome: entered, repeat (entry_exists), refused (any"
+    " other refusal), withdrawn, won, lost.",
+    ["outcome"],
+    registry=registry,
+)
+draw_duration = Histogram(
+    "slots_draw_duration_seconds",
+    "Time one office-day's draw took, its transaction included.",
+    registry=registry,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+draw_entries = Counter(
+    "slots_draw_entries", "Entries drawn, by outcome (won, lost).", ["outcome"], registry=registry
+)
+waitlist = Counter(
+    "slots_waitlist",
+    "Waitlist (API 1.1) by outcome: waiting, booked_at_once, booked (freed seats), passed_over,"
+    " cancelled, expired.",
+    ["outcome"],
+    registry=registry,
+)
 webhook_deliveries = Counter(
     "slots_webhook_deliveries",
     "Webhook deliveries by outcome: ok (2xx), error (refused, timed out, not recorded).",
