@@ -19,7 +19,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import drain, errors, metrics, openapi, problems, routes
+from . import availability, drain, errors, metrics, openapi, problems, routes
 from .auth import Keys
 from .config import Settings
 from .db import queries
@@ -78,6 +78,7 @@ _REQUEST_ID = re.compile(r"[!-~](?:[ -~]{0,126}[!-~])?")
 # The booking a response is about: its path names it, or a created booking's body starts so.
 _BOOKING_BODY = re.compile(rb'\{"id":"([A-Za-z0-9_-]{1,64})"')
 _BOOKING_ROUTES = frozenset({"/v1/bookings"})
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def request_id(scope: Scope) -> str:
@@ -115,13 +116,15 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
             route = scope.get("path_template") or "unmatched"
             method = str(scope.get("method", "GET"))
             elapsed = time.perf_counter() - started
-            metrics.http_latency.labels(method, route, str(status)).observe(elapsed)
+            metrics.http_latency_of(method, route, status).observe(elapsed)
             if booking_id is None and route.startswith("/v1/bookings/{booking_id"):
                 booking_id = str((scope.get("path_params") or {}).get("booking_id", "")) or None
+            if method not in _READS and (status < 400 or status >= 500):
+                availability.changed()  # it may have moved seats: read back at once
             log_request(method, route, status, elapsed, rid, booking_id)
             rt: Runtime | None = getattr(scope["app"].state, "rt", None)
             if rt is not None:
-                metrics.observe_pool(rt.pool)
+                metrics.observe_pool_soon(rt.pool)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, booking_id

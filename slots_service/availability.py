@@ -1,9 +1,18 @@
 """Availability: the open days of the horizon with their windows and seats remaining, as
-Postgres counts them (the gate's counters are never shown)."""
+Postgres counts them (the gate's counters are never shown).
+
+An office's answer is kept in the process for at most FRESH_S (0.5 s) from the moment its
+query began, so a crowd of readers costs one query per office, days and half second. Every
+answer therefore shows every booking, cancellation and capacity change that committed at
+least FRESH_S before it was given, whatever process made it; a write answered by this
+process drops every kept answer at once (`changed`), so its caller reads it back at once.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime
+from typing import NamedTuple
 
 from . import errors
 from .catalog import Office
@@ -18,6 +27,29 @@ from .models import (
 )
 from .render import hhmm
 from .runtime import Runtime
+
+FRESH_S = 0.5  # how long an answer is kept: the most a committed change can be unseen
+_KEPT_MAX = 4096
+
+
+class _Kept(NamedTuple):
+    began: float  # time.monotonic() when its query began
+    generation: int  # of this process's writes
+    office: Office  # the catalog's objects it was made from (a reload makes new ones)
+    offered: object
+    now: datetime  # the service clock it was made at
+    until: datetime | None  # the first window's start: from then on the answer differs
+    answer: OfficeAvailability
+
+
+_kept: dict[tuple[str, str, date, date, bool], _Kept] = {}
+_generation = [0]
+
+
+def changed() -> None:
+    """A write was answered in this process: no kept answer is shown again."""
+    _generation[0] += 1
+    _kept.clear()
 
 
 def _span(first: date, last: date, from_: date | None, to: date | None) -> tuple[date, date]:
@@ -48,10 +80,27 @@ async def of_office(
         raise errors.NotBookable(f"service {offered.id!r} is not offered at {office.id!r}")
     now = await rt.clock.now()
     lo, hi = await _opened_span(rt, office, now, from_, to)
+    key = (office.id, offered.id, lo, hi, available_only)
+    kept = _kept.get(key)
+    began = time.monotonic()
+    if (
+        kept is not None
+        and began - kept.began <= FRESH_S
+        and kept.generation == _generation[0]
+        and kept.office is office
+        and kept.offered is offered
+        and kept.now <= now
+        and (kept.until is None or now < kept.until)
+    ):
+        return kept.answer
+    generation = _generation[0]
     days: dict[date, list[WindowOut]] = {}
+    until: datetime | None = None
     if lo <= hi:
         async with connection(rt.pool) as conn:
             rows = await conn.fetch(queries["availability"], office.id, lo, hi, now)
+        if rows:  # ordered by day and start: the first is the next to start
+            until = datetime.combine(rows[0]["day"], rows[0]["start_time"], office.tz)
         for r in rows:
             if available_only and r["remaining"] <= 0:
                 continue
@@ -63,12 +112,17 @@ async def of_office(
                     remaining=r["remaining"],
                 )
             )
-    return OfficeAvailability(
+    answer = OfficeAvailability(
         office_id=office.id,
         service_id=offered.id,
         timezone=office.timezone,
         days=[DayOut(date=d.isoformat(), windows=w) for d, w in days.items()],
     )
+    if generation == _generation[0]:
+        if len(_kept) >= _KEPT_MAX:
+            _kept.clear()
+        _kept[key] = _Kept(began, generation, office, offered, now, until, answer)
+    return answer
 
 
 async def of_service(

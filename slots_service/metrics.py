@@ -9,6 +9,7 @@ serve process). Without the directory (tests, `slots-service scheduler`) values 
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Protocol
 
@@ -162,6 +163,35 @@ def observe_pool(pool: _Pool) -> None:
     db_pool_size.set(pool.get_size())
     db_pool_idle.set(pool.get_idle_size())
     db_pool_max.set(pool.get_max_size())
+
+
+# Per request, the pool's gauges are written at most this often (each write is three
+# multiprocess file writes); a scrape writes them first, whatever the time.
+POOL_EVERY_S = 0.5
+_pool_seen = [0.0]
+
+
+def observe_pool_soon(pool: _Pool) -> None:
+    now = time.monotonic()
+    if now - _pool_seen[0] >= POOL_EVERY_S or not _pool_seen[0]:
+        _pool_seen[0] = now
+        observe_pool(pool)
+
+
+class _Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+_latency_children: dict[tuple[str, str, int], _Observer] = {}
+
+
+def http_latency_of(method: str, route: str, status: int) -> _Observer:
+    """The latency histogram's child for a route and status, resolved once."""
+    key = (method, route, status)
+    found = _latency_children.get(key)
+    if found is None:
+        found = _latency_children[key] = http_latency.labels(method, route, str(status))
+    return found
 
 
 def webhook_delivered(occurred_at: str, now: datetime) -> None:

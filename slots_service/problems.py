@@ -112,8 +112,27 @@ def _response(body: bytes, status: int, headers: dict[str, str] | None = None) -
     return Response(content=body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+# Bodies of problems that carry nothing of their request (no extra members), encoded once:
+# the crowd's `slot_full` is the same bytes every time. Bounded, since a detail may name values.
+_ENCODED: dict[tuple[type[errors.DomainError], str], bytes] = {}
+_ENCODED_MAX = 512
+
+
+def constant_body(exc: errors.DomainError) -> bytes:
+    """problem_body(exc), encoded once per kind and detail when it carries no extra members."""
+    if exc.extra:
+        return problem_body(exc)
+    key = (type(exc), exc.detail)
+    body = _ENCODED.get(key)
+    if body is None:
+        body = problem_body(exc)
+        if len(_ENCODED) < _ENCODED_MAX:
+            _ENCODED[key] = body
+    return body
+
+
 def on_domain_error(_: Request[Any, Any, Any], exc: errors.DomainError) -> Response[bytes]:
-    return _response(problem_body(exc), kind(exc).status, headers(exc))
+    return _response(constant_body(exc), kind(exc).status, headers(exc))
 
 
 def _validation_detail(exc: ValidationException) -> str:

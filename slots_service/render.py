@@ -11,9 +11,17 @@ import msgspec
 from .catalog import Catalog
 from .models import BookingOut, PersonOut
 
+_HHMM: dict[time, str] = {}
+
 
 def hhmm(value: time) -> str:
-    return value.strftime("%H:%M")
+    """`09:30`; each time formatted once (a day has at most 1 440 of them)."""
+    found = _HHMM.get(value)
+    if found is None:
+        found = value.strftime("%H:%M")
+        if len(_HHMM) < 4096:
+            _HHMM[value] = found
+    return found
 
 
 def instant(value: datetime | None, tz: ZoneInfo) -> str | None:
