@@ -10,7 +10,7 @@ booking as the API shows it, or raises the domain error that refused it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 
@@ -27,19 +27,15 @@ from .idempotency import Claim
 from .models import (
     BookingIn,
     BookingOut,
-    CancelIn,
     DayBefore,
     HoursBefore,
     PersonIn,
     PersonOut,
-    RescheduleIn,
     minutes,
 )
-from .render import booking as render_booking
 from .render import bookings as render_bookings
 from .render import event_payload, hhmm, instant
 from .runtime import Runtime
-from .seats import Released, release
 
 _ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: 5 bits each
 _ID_LENGTH = 14  # 70 random bits
@@ -171,6 +167,72 @@ class Order(NamedTuple):
     @property
     def start_text(self) -> str:
         return hhmm(self.start)
+
+
+def stored_order(
+    office: Office, service: Service, row: asyncpg.Record, day: date, start: time
+) -> Order:
+    """The order an entry (of a draw or the waitlist) keeps, for one window."""
+    return Order(
+        office=office,
+        service=service,
+        day=day,
+        start=start,
+        party_size=row["party_size"],
+        who=Who(row["id_hmac"], row["id_type"], row["id_masked"], row["name"], row["phone_hmac"]),
+        members=party.from_stored(row["members"]),
+        channel=row["channel"],
+        reference=row["reference"],
+        metadata=row["metadata"],
+        notice_accepted=row["notice_accepted"],
+    )
+
+
+def check_signup(settings: Settings, order: Order) -> None:
+    """The rules of a booking that need no database and no window, for an entry into a draw
+    or the waitlist."""
+    service, office = order.service, order.office
+    if service.id not in office.services:
+        raise errors.NotBookable(f"service {service.id!r} is not offered at {office.id!r}")
+    if order.party_size > service.max_party_size:
+        raise errors.NotBookable(f"party_size is at most {service.max_party_size} here")
+    if service.requires_reference and not order.reference:
+        raise errors.NotBookable(f"service {service.id!r} requires a reference")
+    if service.notice_required and not order.notice_accepted:
+        raise errors.NotBookable(
+            f"service {service.id!r} requires its notice accepted (notice_accepted: true)"
+        )
+
+
+async def check_person_rules(
+    conn: asyncpg.Connection, settings: Settings, order: Order, now: datetime
+) -> None:
+    """The person rules at an entry into a draw or the waitlist, for everyone of the party:
+    blocked, a booking of the service held, the rebook cooldown, a phone of another identity.
+    (The daily limit is a rule of the day a booking is made: the draw or the offer checks it.)"""
+    who = order.who
+    if who.phone_hmac is not None and await conn.fetchval(
+        queries["phone_owner"], who.phone_hmac, who.id_hmac
+    ):
+        raise errors.PhoneBoundToOtherPerson()
+    found = await conn.fetchrow(
+        queries["party_verdict"],
+        [who.id_hmac, *(m.id_hmac for m in order.members)],
+        order.service.id,
+        local_today(now, order.office.tz),
+        2**31 - 1,
+        settings.active_bookings_per_service,
+        now,
+        settings.rebook_cooldown_minutes,
+    )
+    if found is not None:
+        raise refusal(
+            found["verdict"],
+            found["blocked_until"],
+            found["active_booking_id"],
+            order.office,
+            found["retry_at"],
+        )
 
 
 def check_order(settings: Settings, order: Order, now: datetime) -> datetime:
@@ -497,7 +559,7 @@ async def search_by_reference(rt: Runtime, reference: str) -> list[BookingOut]:
 # ---------------------------------------------------------------- leaving `booked`
 
 
-async def _locked(conn: asyncpg.Connection, booking_id: str) -> asyncpg.Record:
+async def locked(conn: asyncpg.Connection, booking_id: str) -> asyncpg.Record:
     """The booking, locked to the end of the transaction, as it is once the lock is held."""
     if await conn.fetchval(queries["lock_booking"], booking_id) is None:
         raise errors.NotFound(f"no booking {booking_id!r}")
@@ -506,60 +568,12 @@ async def _locked(conn: asyncpg.Connection, booking_id: str) -> asyncpg.Record:
     return row
 
 
-async def cancel_locked(
-    conn: asyncpg.Connection,
-    rt: Runtime,
-    row: asyncpg.Record,
-    by: str,
-    reason: str,
-    now: datetime,
-) -> tuple[BookingOut, Released]:
-    """Cancel a locked `booked` booking: status, seats, event, and any block it earns; returns
-    the booking and the seats it freed."""
-    await conn.execute(queries["set_cancelled"], row["id"], now, by, reason)
-    released = await release(conn, row)
-    out = await events.emit(conn, rt, "booking.cancelled", row["id"], now)
-    if by == "person":
-        until = await people.block_after_cancellations(conn, row["person_id"], now, rt.settings)
-        if until is not None:
-            await events.emit_blocked(conn, rt, out, until, now)
-    return out, released
-
-
-async def cancel(rt: Runtime, booking_id: str, body: CancelIn, now: datetime) -> BookingOut:
-    async def work(conn: asyncpg.Connection) -> tuple[BookingOut, Released | None]:
-        row = await _locked(conn, booking_id)
-        if row["status"] == "cancelled":
-            return (await render_bookings(rt.catalog, [row]))[0], None
-        if row["status"] != "booked":
-            raise errors.InvalidState(f"a {row['status']} booking cannot be cancelled")
-        if body.by == "person":
-            deadline = row["cancel_deadline"]
-            if deadline is not None and now > deadline:
-                office = await rt.catalog.office(row["office_id"])
-                raise errors.CancelCutoffPassed(instant(deadline, office.tz) or "")
-        return await cancel_locked(conn, rt, row, body.by, body.reason, now)
-
-    return await _leave_booked(rt, work)
-
-
-async def _leave_booked(
-    rt: Runtime,
-    work: Callable[[asyncpg.Connection], Awaitable[tuple[BookingOut, Released | None]]],
-) -> BookingOut:
-    """Run a transition out of `booked`; after commit, its seats go back to the gate."""
-    out, released = await in_transaction(rt.pool, work)
-    if released is not None:
-        await rt.seats.give_back([released])
-    return out
-
-
 async def check_in(rt: Runtime, booking_id: str, now: datetime) -> BookingOut:
     """The person arrived. They keep their seats: check-in opens before the window starts,
     and a seat freed then could be sold again while its holder sits in it."""
 
     async def work(conn: asyncpg.Connection) -> BookingOut:
-        row = await _locked(conn, booking_id)
+        row = await locked(conn, booking_id)
         if row["status"] == "checked_in":
             return (await render_bookings(rt.catalog, [row]))[0]
         if row["status"] != "booked":
@@ -576,63 +590,3 @@ async def check_in(rt: Runtime, booking_id: str, now: datetime) -> BookingOut:
         return await events.emit(conn, rt, "booking.checked_in", row["id"], now)
 
     return await in_transaction(rt.pool, work)
-
-
-def _check_reschedules(settings: Settings, row: asyncpg.Record) -> None:
-    if row["reschedules"] >= settings.max_reschedules:
-        raise errors.RescheduleLimitReached(
-            f"a booking may be rescheduled at most {settings.max_reschedules} times"
-        )
-
-
-async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: datetime) -> BookingOut:
-    """Move a booking to another window of its office and service, atomically."""
-    async with connection(rt.pool) as conn:
-        current = await conn.fetchrow(queries["booking_by_id"], booking_id)
-    if current is None:
-        raise errors.NotFound(f"no booking {booking_id!r}")
-    if current["status"] != "booked":
-        raise errors.InvalidState(f"a {current['status']} booking cannot be rescheduled")
-    _check_reschedules(rt.settings, current)
-    office = await rt.catalog.office(current["office_id"])
-    service = await rt.catalog.service(current["service_id"])
-    start = parse_start(body.start)
-    party = current["party_size"]
-    check_bookable(rt.settings, office, service, body.date, start, party, now)
-    if (body.date, start) == (current["day"], current["start_time"]):
-        return render_booking(current, office.tz)
-    draw_at = await rt.days.draw_pending(office, body.date, now)
-    if draw_at is not None:
-        raise errors.DrawPending(instant(draw_at, office.tz) or "")
-    await rt.days.ensure_opened(office, [body.date], now)
-
-    gate = await rt.seats.take(office.id, body.date, body.start, party)
-    if gate is Gate.FULL:
-        raise errors.SlotFull()
-
-    async def work(conn: asyncpg.Connection) -> tuple[BookingOut, Released]:
-        row = await _locked(conn, booking_id)
-        if row["status"] != "booked":
-            raise errors.InvalidState(f"a {row['status']} booking cannot be rescheduled")
-        _check_reschedules(rt.settings, row)  # again under the lock: two moves at once
-        window = await conn.fetchrow(queries["window_at"], office.id, body.date, start)
-        if window is None:
-            raise errors.NotBookable(f"no window starts at {body.start} on {body.date}")
-        if window["closed"]:
-            raise errors.NotBookable("the office is closed that day")
-        if await conn.fetchval(queries["take_seats"], window["id"], party) is None:
-            raise errors.SlotFull()
-        released = await release(conn, row)
-        deadline = cancel_deadline(service, body.date, window["starts_at"], office)
-        await conn.execute(queries["set_window"], row["id"], window["id"], body.date, deadline)
-        return await events.emit(conn, rt, "booking.rescheduled", row["id"], now), released
-
-    try:
-        out, old = await in_transaction(rt.pool, work)
-    except BaseException as exc:
-        await rt.seats.compensate(gate, exc, office.id, body.date, body.start, party)
-        raise
-    finally:
-        rt.seats.settle(gate, office.id, body.date)
-    await rt.seats.give_back([old])
-    return out

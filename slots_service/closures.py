@@ -12,11 +12,12 @@ from datetime import date, datetime
 
 import asyncpg
 
-from . import errors
-from .booking import cancel_locked, parse_start
+from . import errors, waitlist
+from .booking import parse_start
 from .catalog import Office
-from .db import connection, in_transaction, queries
+from .db import connection, in_transaction, one, queries
 from .horizon import calendar_mark, is_closed, open_day
+from .leaving import cancel_locked
 from .models import CalendarIn, CalendarOut, Holiday, WindowOut
 from .render import hhmm
 from .runtime import Runtime
@@ -43,6 +44,8 @@ async def _settle_day(
         for row in await conn.fetch(queries["booked_on_day"], office.id, day):
             await cancel_locked(conn, rt, row, "office", reason, now)
             cancelled.append(row)
+    else:  # a reopened day's seats go to the people waiting first
+        await waitlist.offer_day(conn, rt, office, day, now)
     return cancelled
 
 
@@ -128,12 +131,19 @@ async def set_capacity(
 ) -> WindowOut:
     """Change one window's seats; below the seats sold it only stops new bookings."""
     await rt.days.ensure_horizon(office, now)
-    async with connection(rt.pool) as conn:
+
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         row = await conn.fetchrow(
             queries["set_capacity"], office.id, day, parse_start(start), capacity
         )
-    if row is None:
-        raise errors.NotFound(f"{office.id} has no window at {start} on {day}")
+        if row is None:
+            raise errors.NotFound(f"{office.id} has no window at {start} on {day}")
+        # seats a raise frees go to the people waiting first, with the window still locked
+        if await waitlist.offer(conn, rt, office, day, row["start_time"], now):
+            row = await one(conn, "window_at", office.id, day, row["start_time"])
+        return row
+
+    row = await in_transaction(rt.pool, work)
     await rt.seats.fill(office.id, day, replace=True)
     return WindowOut(
         start=hhmm(row["start_time"]),

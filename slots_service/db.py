@@ -132,6 +132,15 @@ def translate(exc: BaseException) -> errors.DomainError | None:
     return None
 
 
+async def one(conn: asyncpg.Connection, name: str, *args: object) -> asyncpg.Record:
+    """The one row a named query returns (it always returns one: an INSERT/UPDATE's RETURNING
+    of a row known to exist)."""
+    row: asyncpg.Record | None = await conn.fetchrow(queries[name], *args)
+    if row is None:
+        raise AssertionError(f"{name} returned no row")
+    return row
+
+
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 

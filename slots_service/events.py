@@ -54,6 +54,8 @@ async def feed(rt: Runtime, after: str | None, limit: int) -> list[tuple[str, Ev
             occurred_at=await _occurred_at(rt, row["occurred_at"], payload),
             booking=payload.get("booking"),
             person=payload.get("person"),
+            entry=payload.get("entry"),
+            waitlist=payload.get("waitlist"),
         )
         found.append((f"{row['cursor_xid']}.{row['id']}", event))
     return found
@@ -67,11 +69,11 @@ async def page(rt: Runtime, after: str | None, limit: int) -> EventPage:
 
 
 async def _occurred_at(rt: Runtime, at: datetime, payload: dict[str, Any]) -> str:
-    booking = payload.get("booking") or {}
+    about = payload.get("booking") or payload.get("entry") or payload.get("waitlist") or {}
     tz = rt.tz
-    if "office_id" in booking:
+    if "office_id" in about:
         with contextlib.suppress(errors.NotFound):
-            tz = (await rt.catalog.office(booking["office_id"])).tz
+            tz = (await rt.catalog.office(about["office_id"])).tz
     return instant(at, tz) or ""
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -63,7 +64,8 @@ _NOT_KEPT = (
     errors.RateLimited,
     errors.Unavailable,
 )
-BOOKED = "booked"
+BOOKED = "booked"  # the outcome of every success, a booking or not
+T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 _booking = msgspec.json.Decoder(BookingOut)
 
@@ -92,6 +94,12 @@ async def claim(
     """Own the key for this request for `lease_s` seconds of Postgres's clock, or learn what to
     answer instead: the booking made before, or a refusal (kept before, or
     `idempotency_key_reused` / `idempotency_in_progress`) raised."""
+    found = await claim_raw(pool, keyed, now, lease_s)
+    return _booking.decode(found) if isinstance(found, bytes) else found
+
+
+async def claim_raw(pool: asyncpg.Pool, keyed: Keyed, now: datetime, lease_s: int) -> Claim | bytes:
+    """As `claim`, for any request: the first success's response body as it was kept."""
     api_key_hash, key, body_hash = keyed.api_key_hash, keyed.key, keyed.body_hash
     async with connection(pool) as conn:
         for _ in range(2):  # a second time only when the key vanished between the statements
@@ -115,8 +123,49 @@ async def claim(
                 raise errors.IdempotencyKeyReused()
             if row["outcome"] is None:
                 raise errors.IdempotencyInProgress(row["retry_after"] or 1)
-            return replay(row["outcome"], bytes(row["response"]))
+            if row["outcome"] == BOOKED:
+                return bytes(row["response"])
+            replay(row["outcome"], bytes(row["response"]))  # raises the refusal kept
     raise errors.IdempotencyInProgress(1)
+
+
+async def store(conn: asyncpg.Connection, held: Claim | None, response: bytes) -> None:
+    """In the transaction of the change: its response kept for the key, while the claim is
+    still this request's (else the change is rolled back: a retry took the key over)."""
+    if held is None:
+        return
+    if not await conn.fetchval(
+        queries["idem_store"], held.api_key_hash, held.key, response, held.token
+    ):
+        raise errors.IdempotencyInProgress()
+
+
+async def run_keyed(
+    pool: asyncpg.Pool,
+    keyed: Keyed | None,
+    now: datetime,
+    lease_s: int,
+    work: Callable[[Claim | None], Awaitable[T]],
+    decoder: msgspec.json.Decoder[T],
+) -> T:
+    """Run a request that keeps its response with `store` (entries, the waitlist): once per
+    key; a retry gets the first success again, or the refusal kept for the key."""
+    if keyed is None:
+        return await work(None)
+    found = await claim_raw(pool, keyed, now, lease_s)
+    if isinstance(found, bytes):
+        return decoder.decode(found)
+    try:
+        return await work(found)
+    except errors.DomainError as exc:
+        if kept(exc):
+            await finish(pool, found, exc)
+        else:
+            await release(pool, found)
+        raise
+    except BaseException:
+        await release(pool, found)
+        raise
 
 
 async def refuse(

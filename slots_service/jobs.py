@@ -17,7 +17,7 @@ from functools import partial
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from . import events, metrics, people
+from . import draw, events, metrics, people, waitlist
 from .db import connection, in_transaction, queries
 from .horizon import days_between, horizon, local_today, next_to_open
 from .logs import log_fault
@@ -35,6 +35,7 @@ Job = Callable[[Runtime, datetime], Awaitable[dict[str, int]]]
 # The day about to enter the horizon is planned, and its seats counted in Redis, this long
 # before it opens, so the crowd waiting for it meets a ready gate.
 PREPARE_AHEAD = timedelta(minutes=30)
+DRAW_EVERY_S = 2
 
 
 async def open_horizon(rt: Runtime, now: datetime) -> dict[str, int]:
@@ -121,6 +122,8 @@ async def purge(rt: Runtime, now: datetime) -> dict[str, int]:
             ("windows", "purge_windows", cutoff),
             ("opened_days", "purge_opened_days", cutoff),
             ("tickets", "purge_tickets", cutoff),
+            ("entries", "purge_entries", cutoff),
+            ("waitlist", "purge_waitlist", cutoff),
             ("idempotency_keys", "purge_idempotency", keys_cutoff),
         ):
             status = await conn.execute(queries[query], arg)
@@ -150,6 +153,8 @@ JOBS: dict[str, Job] = {
     "reconcile": reconcile,
     "send-reminders": send_reminders,
     "purge": purge,
+    "draw-releases": draw.draw_releases,
+    "expire-waitlist": waitlist.expire,
 }
 
 
@@ -201,6 +206,9 @@ class Scheduler:
             ("reconcile", 60),
             ("send-reminders", 60),
             ("purge", 3600),
+            # a draw runs within this of its instant (API 1.1: within 5 s)
+            ("draw-releases", DRAW_EVERY_S),
+            ("expire-waitlist", 60),
         ):
             scheduler.add_job(self._run_quietly, "interval", seconds=seconds, args=[name], id=name)
         return scheduler
@@ -231,7 +239,7 @@ class Scheduler:
         log.info("scheduler: this process is the leader")
         metrics.scheduler_leader.set(1)
         self.leading = True
-        for name in ("open-horizon", "reconcile"):  # at once, then on their interval
+        for name in ("open-horizon", "reconcile", "draw-releases"):  # at once, then on interval
             await self._run_quietly(name)
         scheduler = self._schedule()
         scheduler.start()

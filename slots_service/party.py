@@ -4,15 +4,15 @@ kept like the person (HMAC and masked number), decided with the booking in one t
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import asyncpg
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from . import errors, people
 from .config import Settings
 from .db import queries
-from .models import BookingIn, PersonOut
+from .models import MemberIn, PersonIn, PersonOut
 
 
 class Member(NamedTuple):
@@ -25,7 +25,18 @@ class Member(NamedTuple):
         return PersonOut(id_type=self.id_type, id_number_masked=self.id_masked, name=self.name)
 
 
-def members_of(settings: Settings, req: BookingIn) -> tuple[Member, ...]:
+class Party(Protocol):
+    """A request for a party: a booking, an entry into a draw, a waiting entry."""
+
+    @property
+    def person(self) -> PersonIn: ...
+    @property
+    def party_size(self) -> int: ...
+    @property
+    def members(self) -> list[MemberIn] | UnsetType: ...
+
+
+def members_of(settings: Settings, req: Party) -> tuple[Member, ...]:
     """The request's members, checked against the party (the rules that need no database)."""
     given = [] if req.members is UNSET else req.members
     others = req.party_size - 1
@@ -91,4 +102,18 @@ async def record(conn: asyncpg.Connection, booking_id: str, members: tuple[Membe
         [m.id_type for m in members],
         [m.id_masked for m in members],
         [m.name for m in members],
+    )
+
+
+def stored(members: tuple[Member, ...]) -> list[dict[str, str]]:
+    """Members as an entry keeps them until its booking is made (jsonb): HMAC, never a number."""
+    return [
+        {"id_hmac": m.id_hmac.hex(), "id_type": m.id_type, "id_masked": m.id_masked, "name": m.name}
+        for m in members
+    ]
+
+
+def from_stored(rows: list[dict[str, str]]) -> tuple[Member, ...]:
+    return tuple(
+        Member(bytes.fromhex(r["id_hmac"]), r["id_type"], r["id_masked"], r["name"]) for r in rows
     )

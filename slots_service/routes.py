@@ -18,7 +18,20 @@ from litestar.params import (
     QueryParameter,
 )
 
-from . import availability, booking, closures, errors, events, idempotency, jobs, people
+from . import (
+    availability,
+    booking,
+    closures,
+    draw,
+    entries,
+    errors,
+    events,
+    idempotency,
+    jobs,
+    leaving,
+    people,
+    waitlist,
+)
 from .auth import Caller, requires
 from .clock import TestClock
 from .models import (
@@ -35,12 +48,16 @@ from .models import (
     ClockOut,
     ClosureIn,
     ClosureOut,
+    DrawPage,
+    EntryIn,
+    EntryOut,
     EventPage,
     IdentityIn,
     JobResult,
     OfficeAvailability,
     OfficeIn,
     OfficeOut,
+    ReleaseOut,
     RescheduleIn,
     SearchIn,
     ServiceAvailability,
@@ -48,6 +65,8 @@ from .models import (
     ServiceOut,
     Standing,
     UnblockIn,
+    WaitlistIn,
+    WaitlistOut,
     WaiveIn,
     WindowOut,
 )
@@ -78,6 +97,17 @@ DayPath = Annotated[
     ),
 ]
 StartPath = Annotated[str, Parameter(pattern=HHMM_PATTERN, description="Window start, HH:MM")]
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key", required=False, examples=[Example(value="2d4c9c1e-booking-1")]
+    ),
+]
+EntryIdPath = Annotated[str, Parameter(pattern=BOOKING_ID_PATTERN, description="The entry's id")]
+WaitlistIdPath = Annotated[
+    str, Parameter(pattern=BOOKING_ID_PATTERN, description="The waitlist entry's id")
+]
 
 ADMIN = [requires("admin")]
 READ = [requires("bookings:read")]
@@ -351,31 +381,32 @@ async def create_booking(
     rt: RT,
     request: Request[Any, Any, Any],
     data: JSONBody[BookingIn],
-    idempotency_key: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Idempotency-Key", required=False, examples=[Example(value="2d4c9c1e-booking-1")]
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> BookingOut:
     """Book `party_size` seats in a window. Retries with the same Idempotency-Key replay."""
-    caller: Caller = request.state.caller
     now = await rt.clock.now()
+    return await booking.book(rt, data, now, await _keyed(rt, request, data, idempotency_key))
+
+
+async def _keyed(
+    rt: Runtime, request: Request[Any, Any, Any], data: object, idempotency_key: str | None
+) -> idempotency.Keyed | None:
+    """The caller's per-key rate limit, then the request's Idempotency-Key, if it has one."""
+    caller: Caller = request.state.caller
     if rt.settings.rate_limit_per_key_per_minute:
         wait = await rt.counters.over_limit(
             "key:" + caller.key_hash.hex(), rt.settings.rate_limit_per_key_per_minute, 60
         )
         if wait:
             raise errors.RateLimited(wait)
-    keyed = None
-    if idempotency_key is not None:
-        keyed = idempotency.Keyed(
-            caller.key_hash,
-            idempotency.validate_key(idempotency_key),
-            idempotency.request_hash(_encode(data)),
-            rt.settings.idempotency_period,
-        )
-    return await booking.book(rt, data, now, keyed)
+    if idempotency_key is None:
+        return None
+    return idempotency.Keyed(
+        caller.key_hash,
+        idempotency.validate_key(idempotency_key),
+        idempotency.request_hash(_encode(data)),
+        rt.settings.idempotency_period,
+    )
 
 
 @get(
@@ -409,7 +440,7 @@ async def search_bookings(rt: RT, data: JSONBody[SearchIn]) -> BookingList:
 )
 async def cancel_booking(rt: RT, booking_id: BookingIdPath, data: JSONBody[CancelIn]) -> BookingOut:
     """Cancel; the seats are free at once. Cancelling again changes nothing."""
-    return await booking.cancel(rt, booking_id, data, await rt.clock.now())
+    return await leaving.cancel(rt, booking_id, data, await rt.clock.now())
 
 
 @post(
@@ -430,7 +461,7 @@ async def reschedule_booking(
 ) -> BookingOut:
     """Move to another window of the same office and service, atomically; keeps the id.
     At most `SLOTS_MAX_RESCHEDULES` times per booking."""
-    return await booking.reschedule(rt, booking_id, data, await rt.clock.now())
+    return await leaving.reschedule(rt, booking_id, data, await rt.clock.now())
 
 
 @post(
@@ -461,6 +492,139 @@ async def waive_no_show(rt: RT, booking_id: BookingIdPath, data: JSONBody[WaiveI
 @post("/v1/people/standing", guards=READ, status_code=200, tags=["people"], responses=raises())
 async def standing(rt: RT, data: JSONBody[IdentityIn]) -> Standing:
     return await people.standing(rt, data.id_type, data.id_number, await rt.clock.now())
+
+
+# ---------------------------------------------------------------- release by lottery (1.1)
+
+_PERSON_RULES = (
+    errors.PersonBlocked,
+    errors.ActiveBookingExists,
+    errors.RebookCooldown,
+    errors.PhoneBoundToOtherPerson,
+)
+_KEYED = (errors.IdempotencyInProgress, errors.IdempotencyKeyReused, errors.RateLimited)
+
+
+@post(
+    "/v1/entries",
+    guards=WRITE,
+    tags=["lottery"],
+    status_code=201,
+    response_description="The entry",
+    responses=raises(
+        errors.NotFound,
+        *_PERSON_RULES,
+        errors.EntryExists,
+        errors.EntriesClosed,
+        errors.NotBookable,
+        *_KEYED,
+    ),
+)
+async def create_entry(
+    rt: RT,
+    request: Request[Any, Any, Any],
+    data: JSONBody[EntryIn],
+    idempotency_key: IdempotencyKey = None,
+) -> EntryOut:
+    """Enter the draw that releases a new day of an office in lottery mode."""
+    now = await rt.clock.now()
+    return await entries.enter(rt, data, now, await _keyed(rt, request, data, idempotency_key))
+
+
+@get("/v1/entries/{entry_id:str}", guards=READ, tags=["lottery"], responses=raises(errors.NotFound))
+async def get_entry(rt: RT, entry_id: EntryIdPath) -> EntryOut:
+    return await entries.get(rt, entry_id)
+
+
+@post(
+    "/v1/entries/{entry_id:str}/withdraw",
+    guards=WRITE,
+    status_code=200,
+    tags=["lottery"],
+    responses=raises(errors.NotFound, errors.InvalidState),
+)
+async def withdraw_entry(rt: RT, entry_id: EntryIdPath) -> EntryOut:
+    """An entered entry leaves the draw; withdrawing again changes nothing."""
+    return await entries.withdraw(rt, entry_id, await rt.clock.now())
+
+
+@get(
+    "/v1/offices/{office_id:str}/releases/{day:str}",
+    guards=READ,
+    tags=["lottery"],
+    responses=raises(errors.NotFound),
+)
+async def get_release(rt: RT, office_id: OfficeIdPath, day: DayPath) -> ReleaseOut:
+    """The draw's public record: its commitment before, its seed after."""
+    return await draw.record(rt, office_id, day)
+
+
+@get(
+    "/v1/offices/{office_id:str}/releases/{day:str}/draw",
+    guards=READ,
+    tags=["lottery"],
+    responses=raises(errors.NotFound, errors.DrawPending),
+)
+async def get_draw(
+    rt: RT,
+    office_id: OfficeIdPath,
+    day: DayPath,
+    after: Annotated[int, QueryParameter(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+) -> DrawPage:
+    """Every entry drawn, by rank, with its outcome: enough to verify the draw."""
+    return await draw.listing(rt, office_id, day, after, limit)
+
+
+# ---------------------------------------------------------------- waitlist (1.1)
+
+
+@post(
+    "/v1/waitlist",
+    guards=WRITE,
+    tags=["waitlist"],
+    status_code=201,
+    response_description="The waitlist entry",
+    responses=raises(
+        errors.NotFound,
+        *_PERSON_RULES,
+        errors.WaitlistEntryExists,
+        errors.NotBookable,
+        *_KEYED,
+    ),
+)
+async def join_waitlist(
+    rt: RT,
+    request: Request[Any, Any, Any],
+    data: JSONBody[WaitlistIn],
+    idempotency_key: IdempotencyKey = None,
+) -> WaitlistOut:
+    """Wait for seats of a service at an office within a range of days (booked at once when
+    a window there has seats)."""
+    now = await rt.clock.now()
+    return await waitlist.join(rt, data, now, await _keyed(rt, request, data, idempotency_key))
+
+
+@get(
+    "/v1/waitlist/{waitlist_id:str}",
+    guards=READ,
+    tags=["waitlist"],
+    responses=raises(errors.NotFound),
+)
+async def get_waitlist(rt: RT, waitlist_id: WaitlistIdPath) -> WaitlistOut:
+    return await waitlist.get(rt, waitlist_id)
+
+
+@post(
+    "/v1/waitlist/{waitlist_id:str}/cancel",
+    guards=WRITE,
+    status_code=200,
+    tags=["waitlist"],
+    responses=raises(errors.NotFound, errors.InvalidState),
+)
+async def cancel_waitlist(rt: RT, waitlist_id: WaitlistIdPath) -> WaitlistOut:
+    """A waiting entry stops waiting; cancelling again changes nothing."""
+    return await waitlist.cancel(rt, waitlist_id, await rt.clock.now())
 
 
 # ---------------------------------------------------------------- events
@@ -505,4 +669,12 @@ handlers = [
     waive_no_show,
     standing,
     list_events,
+    create_entry,
+    get_entry,
+    withdraw_entry,
+    get_release,
+    get_draw,
+    join_waitlist,
+    get_waitlist,
+    cancel_waitlist,
 ]

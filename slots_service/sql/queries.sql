@@ -538,6 +538,12 @@ WHERE api_key_hash = $1 AND key = $2
 UPDATE idempotency_keys SET outcome = $3, response = $4
 WHERE api_key_hash = $1 AND key = $2 AND claim_token = $5 AND outcome IS NULL
 
+-- name: idem_store
+-- A success's response, in the transaction of the change, while the claim is still its own.
+UPDATE idempotency_keys SET outcome = 'booked', response = $3
+WHERE api_key_hash = $1 AND key = $2 AND claim_token = $4 AND outcome IS NULL
+RETURNING true
+
 -- name: idem_release
 DELETE FROM idempotency_keys
 WHERE api_key_hash = $1 AND key = $2 AND claim_token = $3 AND outcome IS NULL

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from slots_service import booking, errors
+from slots_service import booking, errors, leaving
 from slots_service.config import Settings
 from slots_service.counters import day_key
 from slots_service.devservers import DevServers
@@ -145,7 +145,7 @@ async def test_cancel_frees_seats_for_the_crowd(ready: Runtime, settings: Settin
     await crowd(ready, CROWD)
     row = await ready.pool.fetchrow("SELECT id FROM bookings ORDER BY id LIMIT 1")
     assert row is not None
-    await booking.cancel(ready, row["id"], CancelIn(by="office", reason="test"), NOW)
+    await leaving.cancel(ready, row["id"], CancelIn(by="office", reason="test"), NOW)
     assert await redis_remaining(settings.redis_url) == 1
     outcomes = await crowd(ready, 100, first=CROWD)  # newcomers race for the freed seat
     assert outcomes == Counter({"created": 1, "slot_full": 99})

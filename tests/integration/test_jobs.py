@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from slots_service import booking, errors
+from slots_service import booking, errors, leaving
 from slots_service.config import Settings
 from slots_service.counters import day_key
 from slots_service.jobs import Scheduler, open_horizon, reconcile
@@ -147,9 +147,9 @@ async def test_counters_equal_the_durable_record(
                 )
                 ids[k] = (await booking.book(rt, body, NOW, None)).id
             elif k in ids and kind == "cancel":
-                await booking.cancel(rt, ids[k], CancelIn(by=op[2], reason="t"), NOW)
+                await leaving.cancel(rt, ids[k], CancelIn(by=op[2], reason="t"), NOW)
             elif k in ids and kind == "move":
-                await booking.reschedule(rt, ids[k], RescheduleIn(date=DAY, start=str(op[2])), NOW)
+                await leaving.reschedule(rt, ids[k], RescheduleIn(date=DAY, start=str(op[2])), NOW)
             elif k in ids and kind == "check_in":
                 await booking.check_in(rt, ids[k], check_in_time)
         except errors.DomainError:

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import msgspec
 
-from slots_service import booking
+from slots_service import booking, leaving
 from slots_service.config import Settings
 from slots_service.models import BookingIn, CancelIn, PersonIn
 from tests.conftest import OFFICE_ID, SERVICE_ID
@@ -35,7 +35,7 @@ async def test_events_are_delivered_signed_and_retried(settings: Settings) -> No
             ),
         )
         created = msgspec.to_builtins(await booking.book(rt, body, NOW, None))
-        await booking.cancel(rt, created["id"], CancelIn(by="person", reason="x"), NOW)
+        await leaving.cancel(rt, created["id"], CancelIn(by="person", reason="x"), NOW)
         for _ in range(200):  # the sender polls; the first attempt fails and is retried
             if len(receiver.received) >= 2:
                 break
