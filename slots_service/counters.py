@@ -38,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import errors, metrics
 from .config import ConfigError
+from .resp import GateConnection, command, fast_target
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class Counters:
                 timeout=self._wait_s,
             )
             self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+        # The take of a plain redis:// URL goes over one pipelined connection (resp.py).
+        target = None if self._calls is not None else fast_target(url)
+        self._gate = GateConnection(*target, timeout_s=timeout_s) if target else None
         if self._client is not None:
             self._take = _script(self._client, "take")
             self._give = _script(self._client, "give")
@@ -134,6 +138,7 @@ class Counters:
         self._down_until = 0.0
         self._slow = 0
         self._warned_config = False
+        self._up = bool(url)
         metrics.redis_up.set(1 if url else 0)
 
     async def start(self) -> None:
@@ -178,11 +183,14 @@ class Counters:
         if self._down_until <= time.monotonic():
             log.warning("redis unreachable, gate bypassed: %s", type(exc).__name__)
         self._down_until = time.monotonic() + _BREAKER_SECONDS
+        self._up = False
         metrics.redis_up.set(0)
 
     def _ok(self) -> None:
         self._slow = 0
-        metrics.redis_up.set(1)
+        if not self._up:  # a gauge write is a file write under serve: only on a change
+            self._up = True
+            metrics.redis_up.set(1)
 
     async def take(
         self,
@@ -198,12 +206,13 @@ class Counters:
         if self._usable():
             key = day_key(office_id, day)
             who, limit, window_s = attempts or ("", 0, 0)
+            keys = [key, f"{key}:tries:{who}"]
+            args: list[str | int] = [start, seats, limit, window_s]
             try:
-                answer = await self._run(
-                    lambda: self._take(
-                        keys=[key, f"{key}:tries:{who}"], args=[start, seats, limit, window_s]
-                    )
-                )
+                if self._gate is not None:
+                    answer = await self._gate_take(keys, args)
+                else:
+                    answer = await self._run(lambda: self._take(keys=keys, args=args))
             except _ERRORS as exc:
                 self._failed(exc)
             else:
@@ -218,6 +227,17 @@ class Counters:
         if result is Gate.RATE_LIMITED:
             raise errors.RateLimited(wait)
         return result
+
+    async def _gate_take(self, keys: list[str], args: list[str | int]) -> Any:
+        """take.lua over the pipelined connection; a Redis that lost the script (NOSCRIPT,
+        after a restart) is asked through redis-py, which loads it again."""
+        assert self._gate is not None
+        reply = await self._gate.call(command("EVALSHA", self._take.sha, len(keys), *keys, *args))
+        if isinstance(reply, ResponseError):
+            if str(reply).startswith("NOSCRIPT"):
+                return await self._take(keys=keys, args=args)
+            raise reply
+        return reply
 
     async def give(self, office_id: str, day: date, start: str, seats: int) -> None:
         if not self._usable():
@@ -366,6 +386,8 @@ class Counters:
         return True
 
     async def close(self) -> None:
+        if self._gate is not None:
+            self._gate.close()
         if isinstance(self._client, RedisCluster):
             await self._client.aclose()
         elif self._client is not None:
