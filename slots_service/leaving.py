@@ -25,12 +25,12 @@ from .runtime import Runtime
 from .seats import Released, release
 
 
-async def release_to_waitlist(
-    conn: asyncpg.Connection, rt: Runtime, row: asyncpg.Record, now: datetime
+async def to_waitlist(
+    conn: asyncpg.Connection, rt: Runtime, row: asyncpg.Record, freed: Released, now: datetime
 ) -> Released:
-    """In the transaction of a booking leaving its window: its seats back in Postgres, offered
-    to the waitlist first; returns what the gate gets back after commit."""
-    freed = await release(conn, row)
+    """In the transaction that freed a booking's seats (its window's row still locked by the
+    release), once the change's own events are written: the seats offered to the waitlist
+    first; returns what the gate gets back after commit."""
     office = await rt.catalog.office(row["office_id"])
     taken = await waitlist.offer(conn, rt, office, row["day"], row["start_time"], now)
     return freed.less(taken)
@@ -47,13 +47,13 @@ async def cancel_locked(
     """Cancel a locked `booked` booking: status, seats, event, and any block it earns; returns
     the booking and the seats it freed."""
     await conn.execute(queries["set_cancelled"], row["id"], now, by, reason)
-    released = await release_to_waitlist(conn, rt, row, now)
+    freed = await release(conn, row)
     out = await events.emit(conn, rt, "booking.cancelled", row["id"], now)
     if by == "person":
         until = await people.block_after_cancellations(conn, row["person_id"], now, rt.settings)
         if until is not None:
             await events.emit_blocked(conn, rt, out, until, now)
-    return out, released
+    return out, await to_waitlist(conn, rt, row, freed, now)
 
 
 async def cancel(rt: Runtime, booking_id: str, body: CancelIn, now: datetime) -> BookingOut:
@@ -128,10 +128,11 @@ async def reschedule(rt: Runtime, booking_id: str, body: RescheduleIn, now: date
             raise errors.NotBookable("the office is closed that day")
         if await conn.fetchval(queries["take_seats"], window["id"], party) is None:
             raise errors.SlotFull()
-        released = await release_to_waitlist(conn, rt, row, now)
+        freed = await release(conn, row)
         deadline = cancel_deadline(service, body.date, window["starts_at"], office)
         await conn.execute(queries["set_window"], row["id"], window["id"], body.date, deadline)
-        return await events.emit(conn, rt, "booking.rescheduled", row["id"], now), released
+        out = await events.emit(conn, rt, "booking.rescheduled", row["id"], now)
+        return out, await to_waitlist(conn, rt, row, freed, now)
 
     try:
         out, old = await in_transaction(rt.pool, work)
