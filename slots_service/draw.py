@@ -154,7 +154,7 @@ async def _released(
 ) -> asyncpg.Record | None:
     """The record of a day this office releases by lottery (made once its entries opened), or
     404: an office not in lottery mode, a day not released by a draw, a day it is closed."""
-    if not released_by_draw(office, day, rt.settings):
+    if not released_by_draw(office, day, rt.settings, now):
         raise errors.NotFound(f"{office.id} does not release {day} by lottery")
     row = await conn.fetchrow(queries["release_get"], office.id, day)
     if row is not None and row["drawn_at"] is not None:
@@ -333,7 +333,7 @@ async def draw_releases(rt: Runtime, now: datetime) -> dict[str, int]:
             continue
         first, last = horizon(now, office.tz, rt.settings)
         upcoming = last + timedelta(days=1)
-        if released_by_draw(office, upcoming, rt.settings) and now >= entries_open_at(
+        if released_by_draw(office, upcoming, rt.settings, now) and now >= entries_open_at(
             office, upcoming, rt.settings
         ):
             async with connection(rt.pool) as conn:
@@ -343,7 +343,7 @@ async def draw_releases(rt: Runtime, now: datetime) -> dict[str, int]:
         due = [
             d
             for d in days_between(first, last)
-            if released_by_draw(office, d, rt.settings) and (office.id, d) not in rt.days.drawn
+            if released_by_draw(office, d, rt.settings, now) and (office.id, d) not in rt.days.drawn
         ]
         if not due:
             continue

@@ -48,7 +48,7 @@ async def enter(
     day = body.date
     draw_at = opens_at(day, office.tz, rt.settings)
     opens = entries_open_at(office, day, rt.settings)
-    if office.lottery is None or not released_by_draw(office, day, rt.settings):
+    if office.lottery is None or not released_by_draw(office, day, rt.settings, now):
         raise errors.EntriesClosed(f"{office.id} does not release {day} by lottery")
     if not opens <= now < draw_at:
         raise errors.EntriesClosed(
@@ -85,6 +85,10 @@ async def enter(
     async def work(held: Claim | None) -> EntryOut:
         async def inside(conn: asyncpg.Connection) -> EntryOut:
             await draw.make_record(conn, rt, office, day)
+            # Held to the commit: a draw starting now waits for this entry, and an entry
+            # after a draw's lock finds the day drawn.
+            if await conn.fetchval(queries["release_share"], office.id, day) is not None:
+                raise errors.EntriesClosed(f"the draw of {day} has run")
             await _check_choices(conn, office, day, choices, now)
             found = await conn.fetchval(queries["entry_of_identities"], office.id, day, everyone)
             if found is not None:

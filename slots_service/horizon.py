@@ -77,14 +77,15 @@ def entries_open_at(office: Office, day: date, settings: Settings) -> datetime:
     return datetime.combine(before, time(hh, mm), office.tz)
 
 
-def released_by_draw(office: Office, day: date, settings: Settings) -> bool:
+def released_by_draw(office: Office, day: date, settings: Settings, now: datetime) -> bool:
     """Whether the day is released by a draw: the office is in lottery mode and the day enters
-    the horizon after it switched (days already in the horizon keep their seats as they are)."""
+    the horizon after it switched (days already in the horizon keep their seats as they are).
+    A test clock set back before the switch counts the switch from its now."""
     since = office.lottery_since
     return (
         office.lottery is not None
         and since is not None
-        and opens_at(day, office.tz, settings) > since
+        and opens_at(day, office.tz, settings) > min(since, now)
     )
 
 
@@ -196,7 +197,7 @@ class Days:
         None (first come, first served)."""
         if office.lottery is None or (office.id, day) in self.drawn:
             return None
-        if not released_by_draw(office, day, self._settings):
+        if not released_by_draw(office, day, self._settings, now):
             return None
         draw_at = opens_at(day, office.tz, self._settings)
         if now < draw_at:

@@ -17,6 +17,10 @@ FROM releases r WHERE office_id = $1 AND day = $2
 -- name: release_lock
 SELECT seed, drawn_at FROM releases WHERE office_id = $1 AND day = $2 FOR UPDATE
 
+-- name: release_share
+-- An entry's hold on the record (to its commit): the draw's FOR UPDATE waits for it.
+SELECT drawn_at FROM releases WHERE office_id = $1 AND day = $2 FOR SHARE
+
 -- name: release_drawn_days
 SELECT day FROM releases
 WHERE office_id = $1 AND day BETWEEN $2 AND $3 AND drawn_at IS NOT NULL

@@ -256,6 +256,15 @@ async def test_openapi_covers_the_contract_paths(client: httpx.AsyncClient) -> N
         ("POST", "/v1/bookings/{booking_id}/check-in"),
         ("POST", "/v1/people/standing"),
         ("GET", "/v1/events"),
+        # 1.1
+        ("POST", "/v1/entries"),
+        ("GET", "/v1/entries/{entry_id}"),
+        ("POST", "/v1/entries/{entry_id}/withdraw"),
+        ("GET", "/v1/offices/{office_id}/releases/{day}"),
+        ("GET", "/v1/offices/{office_id}/releases/{day}/draw"),
+        ("POST", "/v1/waitlist"),
+        ("GET", "/v1/waitlist/{waitlist_id}"),
+        ("POST", "/v1/waitlist/{waitlist_id}/cancel"),
         ("PUT", "/v1/admin/clock"),
         ("DELETE", "/v1/admin/clock"),
         ("GET", "/healthz"),
@@ -274,7 +283,8 @@ CONTRACT_CODES = {
     "cancel_cutoff_passed", "invalid_state", "idempotency_in_progress", "idempotency_key_reused",
     "not_bookable", "rate_limited", "unavailable",
     # 1.1
-    "reschedule_limit_reached", "rebook_cooldown",
+    "reschedule_limit_reached", "rebook_cooldown", "entry_exists", "entries_closed",
+    "draw_pending", "waitlist_entry_exists",
 }  # fmt: skip
 
 
