@@ -11,6 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "slots_service"
 WEB = {"app", "routes", "problems", "auth", "openapi"}
 RULES = {
     "booking",
+    "leaving",
+    "entries",
+    "draw",
+    "waitlist",
     "seats",
     "events",
     "people",
