@@ -46,10 +46,10 @@ async def enter(
     office = await rt.catalog.office(body.office_id)
     service = await rt.catalog.service(body.service_id)
     day = body.date
-    draw_at = opens_at(day, office.tz, rt.settings)
-    opens = entries_open_at(office, day, rt.settings)
     if office.lottery is None or not released_by_draw(office, day, rt.settings, now):
         raise errors.EntriesClosed(f"{office.id} does not release {day} by lottery")
+    draw_at = opens_at(day, office.tz, rt.settings)
+    opens = entries_open_at(office, day, rt.settings)
     if not opens <= now < draw_at:
         raise errors.EntriesClosed(
             f"entries for {day} are taken from {instant(opens, office.tz)}"

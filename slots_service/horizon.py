@@ -17,7 +17,7 @@ import asyncpg
 from .catalog import Office
 from .config import Settings
 from .db import connection, queries
-from .models import WEEKDAYS, HoursRange, Weekday, minutes
+from .models import CLOCK_YEARS, WEEKDAYS, HoursRange, Weekday, minutes
 from .seats import Seats
 
 
@@ -85,6 +85,8 @@ def released_by_draw(office: Office, day: date, settings: Settings, now: datetim
     return (
         office.lottery is not None
         and since is not None
+        # a day of the clock's years: instants counted back from it stay in the calendar
+        and CLOCK_YEARS[0] <= day.year <= CLOCK_YEARS[1]
         and opens_at(day, office.tz, settings) > min(since, now)
     )
 
