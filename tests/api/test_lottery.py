@@ -236,6 +236,26 @@ async def test_entry_rules(catalog: httpx.AsyncClient) -> None:
     )
     assert refused["booking_id"] == booked.json()["id"]
     problem(await client.get("/v1/entries/E23456789ABCDE"), 404, "not_found")
+    # Dates at the calendar's ends are no lottery days (and never a 500).
+    for far in ("0001-01-01", "9999-12-31"):
+        far_body = {**entry_body(), "date": far}
+        problem(await client.post("/v1/entries", json=far_body), 409, "entries_closed")
+        problem(await client.get(f"/v1/offices/{OFFICE_ID}/releases/{far}"), 404, "not_found")
+        draw_path = f"/v1/offices/{OFFICE_ID}/releases/{far}/draw"
+        problem(await client.get(draw_path), 404, "not_found")
+
+
+async def test_a_withdrawn_identity_may_enter_again(catalog: httpx.AsyncClient) -> None:
+    client = catalog
+    await lottery_office(client)
+    await set_clock(client, ENTRIES_OPEN)
+    who = person()
+    first = await enter(client, entry_body(who))
+    assert (await client.post(f"/v1/entries/{first['id']}/withdraw")).status_code == 200
+    second = await enter(client, entry_body(who, ["09:30"]))
+    assert second["id"] != first["id"]
+    again = problem(await client.post("/v1/entries", json=entry_body(who)), 409, "entry_exists")
+    assert again["entry_id"] == second["id"]
 
 
 def _member(who: dict[str, str]) -> dict[str, str]:
