@@ -193,6 +193,7 @@ class Days:
         # (office, day) pairs whose draw is known to have finished; once drawn, stays drawn.
         self.drawn: set[tuple[str, date]] = set()
         self._opening = asyncio.Lock()
+        self._being_opened: dict[tuple[str, date], asyncio.Event] = {}
 
     async def draw_pending(self, office: Office, day: date, now: datetime) -> datetime | None:
         """The draw instant of a day in the horizon that its draw has not released yet, else
@@ -220,18 +221,28 @@ class Days:
         for day in days:
             if (office.id, day) in self.opened:
                 continue
+            if (busy := self._being_opened.get((office.id, day))) is not None:
+                # A crowd on a day being opened wakes at once when it is, instead of taking
+                # the lock in turn, one hand-off per turn of the loop.
+                await busy.wait()
+                if (office.id, day) in self.opened:
+                    continue
             async with self._opening:
                 if (office.id, day) in self.opened:
                     continue
-                async with connection(self._pool) as conn, conn.transaction():
-                    made = await open_day(
-                        conn, office.id, office.tz, office.hours, office.window_minutes, day, now
-                    )
-                if made:
-                    await self._seats.fill(office.id, day, replace=False)
-                    opened_days += 1
-                self.opened.add((office.id, day))
-                created += made
+                busy = self._being_opened[(office.id, day)] = asyncio.Event()
+                try:
+                    async with connection(self._pool) as conn, conn.transaction():
+                        hours, minutes = office.hours, office.window_minutes
+                        made = await open_day(conn, office.id, office.tz, hours, minutes, day, now)
+                    if made:
+                        await self._seats.fill(office.id, day, replace=False)
+                        opened_days += 1
+                    self.opened.add((office.id, day))
+                    created += made
+                finally:
+                    del self._being_opened[(office.id, day)]
+                    busy.set()
         return opened_days, created
 
     async def ensure_horizon(self, office: Office, now: datetime) -> tuple[date, date]:
