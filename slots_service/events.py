@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from msgspec import UNSET
 
 from . import errors, metrics
 from .db import connection, queries
@@ -54,8 +55,8 @@ async def feed(rt: Runtime, after: str | None, limit: int) -> list[tuple[str, Ev
             occurred_at=await _occurred_at(rt, row["occurred_at"], payload),
             booking=payload.get("booking"),
             person=payload.get("person"),
-            entry=payload.get("entry"),
-            waitlist=payload.get("waitlist"),
+            entry=payload.get("entry", UNSET),
+            waitlist=payload.get("waitlist", UNSET),
         )
         found.append((f"{row['cursor_xid']}.{row['id']}", event))
     return found

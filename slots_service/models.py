@@ -490,8 +490,9 @@ class Event(Response):
     occurred_at: str
     booking: dict[str, object] | None = None
     person: dict[str, object] | None = None
-    entry: dict[str, object] | None = None  # API 1.1: entry.* events
-    waitlist: dict[str, object] | None = None  # API 1.1: waitlist.* events
+    # API 1.1: carried by entry.* and waitlist.* events only (absent from the others).
+    entry: dict[str, object] | UnsetType = UNSET
+    waitlist: dict[str, object] | UnsetType = UNSET
 
 
 class EventPage(Response):
