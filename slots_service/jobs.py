@@ -172,7 +172,8 @@ async def run_job(rt: Runtime, name: str) -> dict[str, int]:
     metrics.job_duration.labels(name).observe(time.perf_counter() - started)
     metrics.job_runs.labels(name, "ok").inc()
     metrics.job_last_success.labels(name).set_to_current_time()
-    log.info("job %s: %s", name, result)
+    # A run that found nothing to do (draw-releases runs every 2 s) is not worth a line.
+    log.log(logging.INFO if any(result.values()) else logging.DEBUG, "job %s: %s", name, result)
     return result
 
 
