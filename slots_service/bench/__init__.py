@@ -21,6 +21,11 @@ with the real Redis gate and Postgres arbiter behind it, in these scenarios:
   (20 000) bookings of distinct people arrive at once. Reported: answers/s, seats sold and
   oversold (counted in Postgres), the time from the first answer to the last 201, p50/p99,
   connection errors.
+- `lottery` (issue 11, lottery.py; only when asked for): fairness. 2 000 identities, 10 % bots
+  sending 50 entries each at once, enter a lottery office's draw on the test clock; the draw
+  runs, is verified from its public record, and the same crowd books a first-come day for
+  contrast. Reported: the bots' share of seats under each, entries accepted, repeats and the
+  entry they named, the draw's time, oversold (Postgres).
 
 How: embedded Postgres and Valkey under `--data` (wiped each run) unless DATABASE_URL /
 REDIS_URL are set; migrations; a bench catalog made through the admin API; then, for each
@@ -74,9 +79,10 @@ from typing import Any
 
 import httpx
 
-from ..config import environment, load_settings
+from ..config import Settings, environment, load_settings
 from ..devservers import DevServers, die_with_parent, free_port
 from . import crowd as crowds
+from . import lottery as lotteries
 from .catalog import (
     BIG_CAPACITY,
     HOT_CAPACITY,
@@ -103,6 +109,7 @@ SCENARIOS = (
     "flash-w2",
     "availability-w2",
     "crowd",
+    "lottery",  # issue 11's fairness scenario (lottery.py); not in the default set
 )
 
 
@@ -125,6 +132,7 @@ API_OF = {
     "flash-w2": ApiConfig(workers=2),
     "availability-w2": ApiConfig(workers=2),
     "crowd": ApiConfig(test_clock=True),
+    "lottery": ApiConfig(test_clock=True),
 }
 # The caller's settings that reach the API: they tune it, they change no rule.
 _TUNING = {"SLOTS_DB_POOL_SIZE", "SLOTS_REDIS_TIMEOUT_S", "SLOTS_LOG_LEVEL"}
@@ -240,10 +248,15 @@ class Bench:
         results: dict[str, Scenario] = {}
         checks: dict[str, Any] = {}
         created_big = 0  # 201s of every scenario that booked in the big office
+        fairness: lotteries.Fairness | None = None
         for name in names:
             config = API_OF.get(name, ApiConfig())
             if config != self.api_config:
                 self._start_api(config)
+            if name == "lottery":  # issue 11: lottery.py, printed apart from the table
+                fairness = self._lottery(settings, suffix)
+                checks.update(lottery=fairness.details, lottery_ok=fairness.ok)
+                continue
             if name == "crowd":
                 scenario = self._crowd(settings.horizon_days, suffix)
                 checks.update(crowd_ok=scenario.result["crowd"]["ok"])
@@ -278,11 +291,13 @@ class Bench:
         details = self.root / "bench.json"
         details.write_text(summary_json(results, limits, checks, run) + "\n")
         self.say(f"every detail: {details}")
-        self.say(issue_json(results, limits))
+        figures = fairness.figures if fairness is not None else None
+        self.say(lotteries.with_figures(issue_json(results, limits), figures))
         failed = any(
             checks.get(key) is False
             for key in ("book_consistent", "hot_consistent", "flash_exact", "flash_w2_exact")
         ) or any(checks.get(key) is True for key in ("flash_oversold", "flash_w2_oversold"))
+        failed = failed or checks.get("lottery_ok") is False
         return 1 if failed or checks.get("crowd_ok") is False else 0
 
     # -- servers
@@ -559,6 +574,27 @@ class Bench:
             f"connections, {result['conn_errors']} connection errors"
         )
         return scenario
+
+    def _lottery(self, settings: Settings, suffix: str) -> lotteries.Fairness:
+        """Issue 11's fairness scenario (lottery.py): its lines printed here."""
+        setup = lotteries.Setup(
+            host="127.0.0.1",
+            port=self.port,
+            token=self.token,
+            database_url=self.env["DATABASE_URL"],
+            settings=settings,
+            tag=self.tag,
+            first_person=self.next_person,
+            suffix=suffix,
+        )
+        log_from = self._log_size()
+        with self._client() as http:
+            fairness = lotteries.run(http, setup, self.progress)
+        self.next_person += fairness.persons
+        log = scan_log(self._log_since(log_from))
+        errors = f"\n  server log: {log.errors} error lines" if log.errors else ""
+        self.say(fairness.lines + errors)
+        return fairness
 
     def _loadgen(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The load generator's result, with the cores each process tree kept busy."""
