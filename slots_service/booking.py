@@ -489,11 +489,13 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
     )
     try:
         row = await conn.fetchrow(queries["book"], *params)
-    except asyncpg.exceptions.NotNullViolationError as exc:
-        if exc.column_name != "person_id" or conn.is_in_transaction():
+    except (
+        asyncpg.exceptions.NotNullViolationError,
+        asyncpg.exceptions.UniqueViolationError,
+    ) as exc:
+        if not _raced_for_the_person(exc) or conn.is_in_transaction():
             raise
-        # A party booking took the person while the statement waited for their row (`who`):
-        # decided again, it sees what the party committed.
+        # Decided again, the statement sees what the other one committed.
         row = await conn.fetchrow(queries["book"], *params)
     assert row is not None
     if row["booking_id"] is not None:
@@ -505,6 +507,19 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
     raise refusal(
         row["verdict"], row["blocked_until"], row["active_booking_id"], office, row["retry_at"]
     )
+
+
+def _raced_for_the_person(exc: asyncpg.PostgresError) -> bool:
+    """The statement met another one making the same new person at the same moment:
+    - a party booking took the person while it waited for their row (`who` found no row to
+      update: a NULL person_id);
+    - a plain booking of the same new person inserted their row, phone and all, between this
+      statement's check of the identity (ON CONFLICT's arbiter) and its own insert: the phone's
+      unique index, which ON CONFLICT does not arbitrate, reports the other's row as another
+      identity holding the phone."""
+    if isinstance(exc, asyncpg.exceptions.NotNullViolationError):
+        return exc.column_name == "person_id"
+    return getattr(exc, "constraint_name", None) == "people_phone_bound"
 
 
 def refusal(
