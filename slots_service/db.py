@@ -74,12 +74,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection going back to the pool keeps its session: pooled connections hold no
+    session state (no SET, LISTEN, advisory lock or cursor: those live on connections of
+    their own), and asyncpg still rolls back any transaction left open. asyncpg's default
+    reset would cost a round trip (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`) on every release."""
+
+
 async def create_pool(url: str, size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         url,
         min_size=min(2, size),
         max_size=size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=30,
         max_inactive_connection_lifetime=60,
     )
