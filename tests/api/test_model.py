@@ -1,9 +1,17 @@
 """The real app against a plain model of API.md's rules, driven by a Hypothesis state machine.
 
 Book, cancel, reschedule, check in, change capacity, close and reopen a day, move the clock,
-sweep no-shows, reconcile and flush Valkey, in any order; after every step the service must
-agree with the model: each window's seats remaining (availability and the Redis counters),
-every person's bookings and standing, and the events the feed shows since the last step.
+sweep no-shows, reconcile and flush Valkey, join and leave the waitlist (1.1) and expire it, in
+any order; after every step the service must agree with the model: each window's seats
+remaining (availability and the Redis counters), every person's bookings and standing, every
+waitlist entry, the durable record's seats (no window oversold, each window's count equal to
+its bookings), and the events the feed shows since the last step.
+
+The waitlist as API.md 1.1 has it: seats that come free (a cancellation, a reschedule away, a
+capacity change, a reopened day) go, in the transaction that freed them, to the oldest waiting
+entry that covers the day and fits the free seats and whose person passes the rules then (no
+booked booking of the service, not blocked, no booking made today, their phone still theirs);
+an entry made while a window of its range has seats is booked there at once (the earliest).
 
 One fresh database per example (cloned from the migrated template), Valkey flushed, the app
 with its lifespan behind Litestar's sync test client (the app runs in the client's own thread
@@ -23,7 +31,7 @@ import asyncpg
 import httpx
 import redis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -101,6 +109,9 @@ _LOCAL = [
 ]  # fmt: skip
 INSTANTS = [datetime(2026, m, d, hh, mm, tzinfo=TZ) for m, d, hh, mm in _LOCAL]
 PEOPLE = [person(7001 + i) for i in range(3)]
+# Two more who never book themselves, only wait (their bookings come from the waitlist).
+EVERYONE = PEOPLE + [person(7101 + i) for i in range(2)]
+WHO_WAITS = [*range(len(PEOPLE)), *[len(PEOPLE) + i for i in (0, 0, 1, 1)]]  # waiters twice
 HORIZON_FIRST, HORIZON_DAYS = 1, 14
 CANCEL_BLOCK = (3, timedelta(days=30), timedelta(hours=24))  # count, within, blocked for
 NO_SHOW_BLOCK = (3, timedelta(days=180), timedelta(days=180))
@@ -111,6 +122,13 @@ CHECK_IN_EARLY = timedelta(minutes=60)
 # for a fourth.
 MAX_RESCHEDULES = 3
 _databases = itertools.count()
+# Each window's seats as the durable record counts them, beside the bookings that hold them.
+RECORD = """
+SELECT w.day, w.start_time, w.capacity, w.booked, w.over_capacity,
+    (SELECT coalesce(sum(b.party_size), 0) FROM bookings b
+     WHERE b.window_id = w.id AND b.status IN ('booked', 'checked_in')) AS held
+FROM windows w
+"""
 
 
 def iso(instant: datetime | None) -> str | None:
@@ -124,6 +142,22 @@ def windows_of(day: date) -> dict[str, int]:
 
 def starts_at(day: date, start: str) -> datetime:
     return datetime.combine(day, time.fromisoformat(start), TZ)
+
+
+@dataclass
+class Entry:
+    """A waitlist entry (API 1.1)."""
+
+    id: str
+    person: int
+    first: date
+    last: date
+    party: int
+    status: str = "waiting"
+    booking_id: str | None = None
+
+    def covers(self, day: date) -> bool:
+        return self.first <= day <= self.last
 
 
 @dataclass
@@ -212,6 +246,8 @@ class Model(RuleBasedStateMachine):
         self.tickets: dict[date, int] = {}
         self.expected: list[tuple[str, str, str, str | None]] = []  # events since `cursor`
         self.cursor: str | None = None
+        self.entries: list[Entry] = []  # the waitlist, oldest first
+        self.db: asyncpg.Connection = self.portal.call(asyncpg.connect, url)
 
         self.call("PUT", "/v1/admin/clock", 200, json={"now": self.now.isoformat()})
         self.call("PUT", f"/v1/services/{SERVICE_ID}", 200, json=SERVICE)
@@ -238,6 +274,7 @@ class Model(RuleBasedStateMachine):
         try:
             self.http.__exit__(None, None, None)
             self.valkey.close()
+            self.portal.call(self.db.close)
         finally:
             self.portal.call(self._drop_database)
 
@@ -354,6 +391,86 @@ class Model(RuleBasedStateMachine):
     def pick(self, index: int, among: list[Booking] | None = None) -> Booking:
         found = self.bookings if among is None else among
         return found[index % len(found)]
+
+    def phone_owner(self, phone: str) -> int | None:
+        return next((p for p, ph in self.phone_of.items() if ph == phone), None)
+
+    def made_today(self, who: int) -> bool:
+        return any(b.person == who and b.made_on == self.today for b in self.bookings)
+
+    # ------------------------------------------------------------ the waitlist's arithmetic
+
+    def waiting_of(self, who: int) -> Entry | None:
+        return next((e for e in self.entries if e.person == who and e.status == "waiting"), None)
+
+    def offerable(self, day: date, start: str) -> bool:
+        """A window whose free seats a waitlist offer may hand out: planned, open, not begun."""
+        return (
+            day in self.opened
+            and start in windows_of(day)
+            and day not in self.closed
+            and starts_at(day, start) > self.now
+        )
+
+    def passes_over(self, entry: Entry, day: date) -> bool:
+        """A rule refuses the entry's booking on `day` now: it is passed over, still waiting.
+        Its booking is made as POST /v1/bookings would make it: the day in the horizon, the
+        person not blocked, holding no booked booking, no booking made today, and the phone
+        kept in the entry not another identity's by now."""
+        first, last = self.horizon()
+        owner = self.phone_owner(EVERYONE[entry.person]["phone"])
+        return (
+            not first <= day <= last
+            or self.blocked(entry.person) is not None
+            or self.active(entry.person) is not None
+            or self.made_today(entry.person)
+            or owner not in (None, entry.person)
+        )
+
+    def offer(self, day: date, start: str) -> None:
+        """Seats of a window came free (or may have): the oldest fitting waiting entries take
+        them, in the transaction that freed them, before anyone else can see them."""
+        if not self.offerable(day, start):
+            return
+        free = self.remaining(day, start)
+        for entry in self.entries:  # oldest first
+            if free <= 0:
+                break
+            if entry.status != "waiting" or not entry.covers(day) or entry.party > free:
+                continue
+            if self.passes_over(entry, day):
+                event("waitlist: an entry passed over")
+                continue
+            event("waitlist: freed seats booked for an entry")
+            self.book_entry(entry, day, start, None)
+            free -= entry.party
+
+    def book_entry(self, entry: Entry, day: date, start: str, booking_id: str | None) -> None:
+        """The entry gets its booking at (day, start): booking.created, then waitlist.booked."""
+        if booking_id is None:
+            found = self.call("GET", f"/v1/waitlist/{entry.id}", 200).json()
+            assert found["status"] == "booked", (entry, (day, start), found)
+            booking_id = found["booking_id"]
+        assert booking_id is not None
+        made = Booking(booking_id, entry.person, day, start, entry.party, self.today, self.now)
+        got = self.call("GET", f"/v1/bookings/{booking_id}", 200).json()
+        assert shown(got) == made.shown(), (entry, got)
+        assert got["channel"] == "web"
+        self.bookings.append(made)
+        self.phone_of[entry.person] = EVERYONE[entry.person]["phone"]
+        entry.status, entry.booking_id = "booked", booking_id
+        self.expected.append(("booking.created", made.id, "booked", None))
+        self.expected.append(("waitlist.booked", entry.id, "booked", made.id))
+
+    def at_once(self, entry: Entry) -> tuple[date, str] | None:
+        """The window an entry is booked in when it is made: the earliest of its range with
+        seats for its party."""
+        for n in range((entry.last - entry.first).days + 1):
+            day = entry.first + timedelta(days=n)
+            for start in sorted(windows_of(day)):
+                if self.offerable(day, start) and self.remaining(day, start) >= entry.party:
+                    return day, start
+        return None
 
     # ------------------------------------------------------------ rules
 
@@ -488,6 +605,7 @@ class Model(RuleBasedStateMachine):
                 if len(recent) >= count:
                     last = max(b.cancelled_at for b in recent if b.cancelled_at is not None)
                     self.block(found.person, last + blocked_for, found)
+            self.offer(found.day, found.start)
 
     @precondition(lambda self: any(b.reschedules < MAX_RESCHEDULES for b in self.bookings))
     @rule(index=st.integers(0, 63), window=st.sampled_from(TARGETS))
@@ -516,10 +634,12 @@ class Model(RuleBasedStateMachine):
                 self.refused("POST", path, 409, "slot_full", json=body)
             else:
                 moved = self.call("POST", path, 200, json=body).json()
+                left = (found.day, found.start)
                 found.day, found.start = day, start
                 found.reschedules += 1
                 assert shown(moved) == found.shown()
                 self.expected.append(("booking.rescheduled", found.id, "booked", None))
+                self.offer(*left)
 
     @precondition(lambda self: self.moves())
     @rule(index=st.integers(0, 63))
@@ -580,6 +700,9 @@ class Model(RuleBasedStateMachine):
 
     @rule(window=st.sampled_from(TARGETS[:6]), capacity=st.integers(0, 4))
     def change_capacity(self, window: tuple[date, str], capacity: int) -> None:
+        self.try_capacity(window, capacity)
+
+    def try_capacity(self, window: tuple[date, str], capacity: int) -> None:
         day, start = window
         path = f"/v1/offices/{OFFICE_ID}/windows/{day.isoformat()}/{start}"
         if day not in self.opened:
@@ -591,6 +714,7 @@ class Model(RuleBasedStateMachine):
         capacity = max(capacity, self.held(day, start))
         out = self.call("PATCH", path, 200, json={"capacity": capacity}).json()
         self.capacity[(day, start)] = capacity
+        self.offer(day, start)  # whatever the change, the window's free seats are offered
         assert out == {
             "start": start,
             "end": (starts_at(day, start) + WINDOW).strftime("%H:%M"),
@@ -608,6 +732,8 @@ class Model(RuleBasedStateMachine):
                 return
             self.call("DELETE", path, 204)
             self.closed.discard(day)
+            for start in sorted(windows_of(day)):  # a reopened day's seats: the waiting first
+                self.offer(day, start)
             self.fill(day)
             return
         self.closed.add(day)
@@ -674,13 +800,150 @@ class Model(RuleBasedStateMachine):
         assert out["result"] == {"days": len(days), "windows_corrected": corrected}
         self.counted.update(days)
 
+    # ------------------------------------------------------------ the waitlist (1.1)
+
+    @rule(
+        who=st.sampled_from(WHO_WAITS),
+        first=st.sampled_from([START.date(), *DAYS, date(2026, 11, 28), date(2026, 12, 7)]),
+        span=st.sampled_from([0, 0, 1, 2, 8, -1]),
+        party=st.sampled_from([1, 1, 1, 2, 3, MAX_PARTY + 1]),
+    )
+    def join_waitlist(self, who: int, first: date, span: int, party: int) -> None:
+        self.try_join(who, first, first + timedelta(days=span), party)
+
+    @precondition(lambda self: self.full_days())
+    @rule(who=st.sampled_from(WHO_WAITS), index=st.integers(0, 63))
+    def wait_for_a_full_day(self, who: int, index: int) -> None:
+        """Most joins find seats somewhere: this one waits for a day that has none for its
+        party (or is closed)."""
+        found = self.full_days()
+        day, party = found[index % len(found)]
+        self.try_join(who, day, day, party)
+
+    def full_days(self) -> list[tuple[date, int]]:
+        """Days of the horizon whose windows have no seats for a party of some size."""
+        first, last = self.horizon()
+        found = []
+        for day in DAYS:
+            if first <= day <= last and windows_of(day):
+                seats = [0] + [self.remaining(day, s) for s in windows_of(day)]
+                most = 0 if day in self.closed else max(seats)
+                found += [(day, party) for party in range(most + 1, MAX_PARTY + 1)]
+        return found
+
+    @precondition(lambda self: self.awaited_bookings())
+    @rule(index=st.integers(0, 63), by=st.sampled_from(["person", "office"]))
+    def cancel_where_someone_waits(self, index: int, by: str) -> None:
+        """A booking leaves a window whose day a waiting entry covers."""
+        found = self.awaited_bookings()
+        self.try_cancel(found[index % len(found)], by)
+
+    def awaited_bookings(self) -> list[Booking]:
+        return [
+            b for b in self.still_booked() if self.offerable(b.day, b.start) and self.awaited(b.day)
+        ]
+
+    def awaited(self, day: date) -> bool:
+        return any(e.status == "waiting" and e.covers(day) for e in self.entries)
+
+    @precondition(lambda self: self.awaited_windows())
+    @rule(index=st.integers(0, 63), more=st.integers(1, MAX_PARTY))
+    def raise_where_someone_waits(self, index: int, more: int) -> None:
+        """More seats in a window whose day a waiting entry covers."""
+        found = self.awaited_windows()
+        day, start = found[index % len(found)]
+        self.try_capacity((day, start), self.cap(day, start) + more)
+
+    def awaited_windows(self) -> list[tuple[date, str]]:
+        return [(d, s) for d, s in TARGETS[:6] if self.offerable(d, s) and self.awaited(d)]
+
+    def try_join(self, who: int, first: date, last: date, party: int) -> None:
+        body = {
+            "office_id": OFFICE_ID,
+            "service_id": SERVICE_ID,
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "party_size": party,
+            "person": EVERYONE[who],
+            "channel": "web",
+        }
+        path = "/v1/waitlist"
+        lo, hi = self.horizon()
+        owner = self.phone_owner(EVERYONE[who]["phone"])
+        active = self.active(who)
+        waiting = self.waiting_of(who)
+        if party > MAX_PARTY or first > last or first < lo or last > hi:
+            self.refused("POST", path, 422, "not_bookable", json=body)
+        elif owner is not None and owner != who:
+            self.refused("POST", path, 409, "phone_bound_to_other_person", json=body)
+        elif (until := self.blocked(who)) is not None:
+            found = self.refused("POST", path, 403, "person_blocked", json=body)
+            assert datetime.fromisoformat(found["blocked_until"]) == until
+        elif active is not None:
+            found = self.refused("POST", path, 409, "active_booking_exists", json=body)
+            assert found["booking_id"] == active.id
+        elif waiting is not None:
+            found = self.refused("POST", path, 409, "waitlist_entry_exists", json=body)
+            assert found["waitlist_id"] == waiting.id
+        else:
+            made = self.call("POST", path, 201, json=body).json()
+            entry = Entry(made["id"], who, first, last, party)
+            assert made["id"].startswith("W")
+            assert (made["from"], made["to"], made["party_size"], made["channel"]) == (
+                body["from"],
+                body["to"],
+                party,
+                "web",
+            )
+            assert made["created_at"] == iso(self.now)
+            self.entries.append(entry)
+            window = self.at_once(entry)
+            if window is not None and not self.made_today(who):  # else it waits (daily limit)
+                assert made["status"] == "booked", (window, made)
+                event("waitlist: an entry booked at once")
+                self.book_entry(entry, *window, made["booking_id"])
+            else:
+                event("waitlist: an entry waits")
+            assert (made["status"], made["booking_id"]) == (entry.status, entry.booking_id)
+
+    @precondition(lambda self: self.entries)
+    @rule(index=st.integers(0, 63))
+    def leave_waitlist(self, index: int) -> None:
+        self.try_leave(self.entries[index % len(self.entries)])
+
+    @precondition(lambda self: any(e.status == "waiting" for e in self.entries))
+    @rule(index=st.integers(0, 63))
+    def leave_a_waiting_entry(self, index: int) -> None:
+        found = [e for e in self.entries if e.status == "waiting"]
+        self.try_leave(found[index % len(found)])
+
+    def try_leave(self, entry: Entry) -> None:
+        path = f"/v1/waitlist/{entry.id}/cancel"
+        if entry.status in ("booked", "expired"):
+            self.refused("POST", path, 409, "invalid_state")
+            return
+        out = self.call("POST", path, 200).json()
+        entry.status = "cancelled"
+        assert (out["id"], out["status"], out["booking_id"]) == (entry.id, "cancelled", None)
+
+    @rule()
+    def expire_waitlist(self) -> None:
+        due = [e for e in self.entries if e.status == "waiting" and e.last < self.today]
+        out = self.call("POST", "/v1/admin/jobs/expire-waitlist", 200).json()
+        assert out["result"] == {"expired": len(due)}
+        for entry in due:
+            entry.status = "expired"
+            self.expected.append(("waitlist.expired", entry.id, "expired", None))
+
     # ------------------------------------------------------------ invariants
 
     @invariant()
     def agrees_with_the_model(self) -> None:
         self.seats_agree()  # first: its read plans the days that entered the horizon
         self.counters_agree()
+        self.record_agrees()
         self.people_agree()
+        self.waitlist_agrees()
         self.events_agree()
 
     def seats_agree(self) -> None:
@@ -711,8 +974,33 @@ class Model(RuleBasedStateMachine):
                 start: self.remaining(day, start) for start in windows_of(day)
             }, day
 
+    def record_agrees(self) -> None:
+        """The durable record: no window oversold, each window's count its bookings' seats
+        (a no-show's go back with the sweep), none kept over capacity."""
+        rows = self.portal.call(self.db.fetch, RECORD)
+        for row in rows:
+            assert row["booked"] == row["held"] <= row["capacity"], dict(row)
+            assert row["over_capacity"] == 0, dict(row)
+
+    def waitlist_agrees(self) -> None:
+        for entry in self.entries:
+            found = self.call("GET", f"/v1/waitlist/{entry.id}", 200).json()
+            assert (
+                found["status"],
+                found["booking_id"],
+                found["from"],
+                found["to"],
+                found["party_size"],
+            ) == (
+                entry.status,
+                entry.booking_id,
+                entry.first.isoformat(),
+                entry.last.isoformat(),
+                entry.party,
+            ), entry
+
     def people_agree(self) -> None:
-        for who, identity in enumerate(PEOPLE):
+        for who, identity in enumerate(EVERYONE):
             key = {"id_type": identity["id_type"], "id_number": identity["id_number"]}
             items = self.call("POST", "/v1/bookings/search", 200, json=key).json()["items"]
             mine = sorted(
@@ -734,15 +1022,7 @@ class Model(RuleBasedStateMachine):
         if self.cursor is not None:
             params["after"] = self.cursor
         page = self.call("GET", "/v1/events", 200, params=params).json()
-        found = [
-            (
-                e["type"],
-                e["booking"]["id"],
-                e["booking"]["status"],
-                (e.get("person") or {}).get("blocked_until"),
-            )
-            for e in page["items"]
-        ]
+        found = [seen(e) for e in page["items"]]
         expected = [
             (kind, booking_id, status, None if until is None else until)
             for kind, booking_id, status, until in self.expected
@@ -750,6 +1030,18 @@ class Model(RuleBasedStateMachine):
         assert found == expected
         self.cursor = page["next"]
         self.expected.clear()
+
+
+def seen(event: dict[str, Any]) -> tuple[str, str, str, str | None]:
+    """An event as the model predicts it: a booking's (type, id, status, blocked_until), a
+    waitlist entry's (type, id, status, the booking it got)."""
+    kind = event["type"]
+    if kind.startswith("waitlist."):
+        entry, made = event["waitlist"], event.get("booking")
+        assert (made and made["id"]) == entry["booking_id"], event
+        return kind, entry["id"], entry["status"], entry["booking_id"]
+    made = event["booking"]
+    return kind, made["id"], made["status"], (event.get("person") or {}).get("blocked_until")
 
 
 PHASES = [Phase.explicit, Phase.generate] + (
