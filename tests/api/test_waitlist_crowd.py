@@ -196,14 +196,6 @@ def runtime_of(worker: httpx.AsyncClient) -> Any:
     return app.state.rt
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a join booked at once commits its seat in Postgres and only then takes it from the "
-    "gate (counters.give(-party)): a gate take landing in between is refused by Postgres and "
-    "kept, so the join's give drives the counter to -1; the freed seat is then refused at the "
-    "gate until reconcile (the same give-after-commit of seats the waitlist took in "
-    "leaving.to_waitlist)",
-)
 async def test_a_booking_between_a_join_and_its_gate_update_leaves_the_gate_exact(
     catalog: httpx.AsyncClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
