@@ -6,17 +6,23 @@ query began, so a crowd of readers costs one query per office, days and half sec
 answer therefore shows every booking, cancellation and capacity change that committed at
 least FRESH_S before it was given, whatever process made it; a write answered by this
 process drops every kept answer at once (`changed`), so its caller reads it back at once.
+The HTTP layer keeps the bytes each fresh answer went out as (`keep_encoded`): an identical
+request (path, query, Authorization) while it is fresh gets them again (`encoded`), encoded
+once per change, not per read.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from typing import NamedTuple
 
 from . import errors
-from .catalog import Office
+from .catalog import Catalog, Office
 from .db import connection, queries
+from .horizon import next_to_open
 from .models import (
     DayOut,
     OfficeAvailability,
@@ -38,18 +44,72 @@ class _Kept(NamedTuple):
     office: Office  # the catalog's objects it was made from (a reload makes new ones)
     offered: object
     now: datetime  # the service clock it was made at
-    until: datetime | None  # the first window's start: from then on the answer differs
+    until: datetime  # the first window's start or the horizon's next move: then it differs
     answer: OfficeAvailability
+
+    def fresh(self, now: datetime, at: float) -> bool:
+        """Still the answer at service time `now`, monotonic time `at`."""
+        return (
+            at - self.began <= FRESH_S
+            and self.generation == _generation[0]
+            and self.now <= now < self.until
+        )
+
+
+class Encoded(NamedTuple):
+    """A kept answer as it went out: what a repeat of the same request is sent."""
+
+    kept: _Kept
+    catalog: Catalog  # the process's copy it was made from (another app in this process has
+    catalog_version: int  # its own), at this version
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 _kept: dict[tuple[str, str, date, date, bool], _Kept] = {}
+# By (path, query string, Authorization): the same request of the same key, answered 200.
+_encoded: dict[tuple[str, bytes, bytes], Encoded] = {}
 _generation = [0]
+# The kept answers a request was given, for the HTTP layer to keep its bytes.
+serving: contextvars.ContextVar[list[_Kept] | None] = contextvars.ContextVar(
+    "serving", default=None
+)
 
 
 def changed() -> None:
     """A write was answered in this process: no kept answer is shown again."""
     _generation[0] += 1
     _kept.clear()
+    _encoded.clear()
+
+
+def encoded(key: tuple[str, bytes, bytes], now: datetime, catalog: Catalog) -> bytes | None:
+    """Nothing, or the body of the fresh answer of an identical request (its headers in
+    `encoded_headers`): encoded once per change, not per read."""
+    found = _encoded.get(key)
+    if found is None or found.catalog is not catalog or found.catalog_version != catalog.version:
+        return None
+    return found.body if found.kept.fresh(now, time.monotonic()) else None
+
+
+def encoded_headers(key: tuple[str, bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return _encoded[key].headers
+
+
+def keep_encoded(
+    key: tuple[str, bytes, bytes],
+    kept: _Kept,
+    catalog: Catalog,
+    catalog_version: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> None:
+    """The bytes of `kept` as they went out, for identical requests while it is fresh."""
+    if kept.generation != _generation[0] or catalog.version != catalog_version:
+        return
+    if len(_encoded) >= _KEPT_MAX:
+        _encoded.clear()
+    _encoded[key] = Encoded(kept, catalog, catalog_version, headers, body)
 
 
 def _span(first: date, last: date, from_: date | None, to: date | None) -> tuple[date, date]:
@@ -83,24 +143,27 @@ async def of_office(
     key = (office.id, offered.id, lo, hi, available_only)
     kept = _kept.get(key)
     began = time.monotonic()
+    given = serving.get()
     if (
         kept is not None
-        and began - kept.began <= FRESH_S
-        and kept.generation == _generation[0]
+        and kept.fresh(now, began)
         and kept.office is office
         and kept.offered is offered
-        and kept.now <= now
-        and (kept.until is None or now < kept.until)
     ):
+        if given is not None:
+            given.append(kept)
         return kept.answer
     generation = _generation[0]
     days: dict[date, list[WindowOut]] = {}
-    until: datetime | None = None
+    # The horizon moves when its newest day opens, and at local midnight (its first day).
+    midnight = datetime.combine(now.astimezone(office.tz).date() + timedelta(days=1), dtime(0))
+    until = min(next_to_open(now, office.tz, rt.settings)[1], midnight.replace(tzinfo=office.tz))
     if lo <= hi:
         async with connection(rt.pool) as conn:
             rows = await conn.fetch(queries["availability"], office.id, lo, hi, now)
         if rows:  # ordered by day and start: the first is the next to start
-            until = datetime.combine(rows[0]["day"], rows[0]["start_time"], office.tz)
+            first = datetime.combine(rows[0]["day"], rows[0]["start_time"], office.tz)
+            until = min(until, first)
         for r in rows:
             if available_only and r["remaining"] <= 0:
                 continue
@@ -121,7 +184,9 @@ async def of_office(
     if generation == _generation[0]:
         if len(_kept) >= _KEPT_MAX:
             _kept.clear()
-        _kept[key] = _Kept(began, generation, office, offered, now, until, answer)
+        _kept[key] = made = _Kept(began, generation, office, offered, now, until, answer)
+        if given is not None:
+            given.append(made)
     return answer
 
 

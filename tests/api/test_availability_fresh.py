@@ -10,8 +10,8 @@ import httpx
 
 from slots_service.availability import FRESH_S
 from slots_service.config import Settings
-from tests.api.steps import book, cancel, overlapping_client, remaining
-from tests.conftest import WEDNESDAY
+from tests.api.steps import book, cancel, overlapping_client, problem, remaining
+from tests.conftest import CHECKIN_KEY, OFFICE_ID, READER_KEY, SERVICE_ID, WEDNESDAY
 
 
 async def test_a_booking_shows_everywhere_within_the_bound(
@@ -40,3 +40,27 @@ async def test_a_write_in_a_worker_drops_what_it_kept(catalog: httpx.AsyncClient
         seats -= 1
         assert await remaining(catalog, WEDNESDAY, "09:30") == seats
     assert seats == 0
+
+
+async def test_a_kept_answer_goes_only_to_a_key_that_may_read_it(
+    catalog: httpx.AsyncClient,
+) -> None:
+    url = f"/v1/offices/{OFFICE_ID}/availability"
+    params = {"service": SERVICE_ID, "from": WEDNESDAY, "to": WEDNESDAY}
+    first = await catalog.get(url, params=params)
+    again = await catalog.get(url, params=params)
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content
+    assert first.headers["content-type"] == again.headers["content-type"]
+    assert first.headers["x-request-id"] != again.headers["x-request-id"]
+    wrong = await catalog.get(url, params=params, headers={"Authorization": "Bearer wrong"})
+    problem(wrong, 401, "unauthorized")
+    no_scope = await catalog.get(
+        url, params=params, headers={"Authorization": f"Bearer {CHECKIN_KEY}"}
+    )
+    problem(no_scope, 403, "forbidden")
+    reader = await catalog.get(
+        url, params=params, headers={"Authorization": f"Bearer {READER_KEY}"}
+    )
+    assert reader.status_code == 200
+    assert reader.content == first.content
