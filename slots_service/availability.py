@@ -36,6 +36,7 @@ from .runtime import Runtime
 
 FRESH_S = 0.5  # how long an answer is kept: the most a committed change can be unseen
 _KEPT_MAX = 4096
+_ENCODED_MAX = 1024  # a whole horizon's answer is ~30 kB: at most ~30 MB of bytes kept
 
 
 class _Kept(NamedTuple):
@@ -107,7 +108,7 @@ def keep_encoded(
     """The bytes of `kept` as they went out, for identical requests while it is fresh."""
     if kept.generation != _generation[0] or catalog.version != catalog_version:
         return
-    if len(_encoded) >= _KEPT_MAX:
+    if len(_encoded) >= _ENCODED_MAX:
         _encoded.clear()
     _encoded[key] = Encoded(kept, catalog, catalog_version, headers, body)
 
