@@ -35,8 +35,8 @@ from .render import hhmm
 from .runtime import Runtime
 
 FRESH_S = 0.5  # how long an answer is kept: the most a committed change can be unseen
-_KEPT_MAX = 4096
-_ENCODED_MAX = 1024  # a whole horizon's answer is ~30 kB: at most ~30 MB of bytes kept
+_KEPT_MAX = 1024  # answers of whole horizons are ~35 kB of objects each
+_ENCODED_MAX = 1024  # and ~30 kB of bytes: each dict at most ~30-35 MB
 
 
 class _Kept(NamedTuple):
