@@ -498,7 +498,8 @@ def _metrics(http: httpx.Client) -> str:
 
 def run(http: httpx.Client, setup: Setup, progress: Callable[[str], None]) -> Fairness:
     """The scenario, through `http` (a client of the API with the admin key)."""
-    shape, rng = setup.shape, random.Random(setup.tag)  # a shuffle, no secret: nosec B311
+    # The crowd's order: a shuffle, no secret.
+    shape, rng = setup.shape, random.Random(setup.tag)  # nosec B311
     host, port, token = setup.host, setup.port, setup.token
     tz = ZoneInfo(TIMEZONE)
     lottery_office = f"bench-lottery{setup.suffix}"
