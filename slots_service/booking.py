@@ -12,10 +12,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable
 from datetime import date, datetime, time, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import asyncpg
 import msgspec
+from msgspec import UnsetType
 
 from . import errors, events, idempotency, metrics, party, people
 from .catalog import Office, Service
@@ -168,6 +169,49 @@ class Order(NamedTuple):
     def start_text(self) -> str:
         return hhmm(self.start)
 
+    def kept(self) -> tuple[object, ...]:
+        """Who and how, as an entry (of a draw, of the waitlist) keeps them until its booking is
+        made: id_hmac, id_type, id_masked, name, phone_hmac, members, channel, reference,
+        metadata, notice_accepted (the order of those columns in entries and waitlist)."""
+        who = self.who
+        return (
+            *(who.id_hmac, who.id_type, who.id_masked, who.name, who.phone_hmac),
+            party.stored(self.members),
+            *(self.channel, self.reference, self.metadata, self.notice_accepted),
+        )
+
+
+class Asked(party.Party, Protocol):
+    """A request for seats: a booking, an entry into a draw, a waiting entry."""
+
+    @property
+    def channel(self) -> str: ...
+    @property
+    def reference(self) -> str | None: ...
+    @property
+    def metadata(self) -> dict[str, str]: ...
+    @property
+    def notice_accepted(self) -> bool | UnsetType: ...
+
+
+def order_of(
+    settings: Settings, office: Office, service: Service, req: Asked, day: date, start: time
+) -> Order:
+    """The order a request asks for, its person kept as the service keeps people."""
+    return Order(
+        office=office,
+        service=service,
+        day=day,
+        start=start,
+        party_size=req.party_size,
+        who=who_of(settings, req.person),
+        members=party.members_of(settings, req),
+        channel=req.channel,
+        reference=req.reference,
+        metadata=req.metadata,
+        notice_accepted=req.notice_accepted is True,
+    )
+
 
 def stored_order(
     office: Office, service: Service, row: asyncpg.Record, day: date, start: time
@@ -226,13 +270,7 @@ async def check_person_rules(
         settings.rebook_cooldown_minutes,
     )
     if found is not None:
-        raise refusal(
-            found["verdict"],
-            found["blocked_until"],
-            found["active_booking_id"],
-            order.office,
-            found["retry_at"],
-        )
+        raise refused(found, order.office)
 
 
 def check_order(settings: Settings, order: Order, now: datetime) -> datetime:
@@ -270,19 +308,7 @@ async def _book(
 ) -> BookingOut:
     office = await rt.catalog.office(req.office_id)
     service = await rt.catalog.service(req.service_id)
-    order = Order(
-        office=office,
-        service=service,
-        day=req.date,
-        start=parse_start(req.start),
-        party_size=req.party_size,
-        who=who_of(rt.settings, req.person),
-        members=party.members_of(rt.settings, req),
-        channel=req.channel,
-        reference=req.reference,
-        metadata=req.metadata,
-        notice_accepted=req.notice_accepted is True,
-    )
+    order = order_of(rt.settings, office, service, req, req.date, parse_start(req.start))
     starts_at = check_order(rt.settings, order, now)
     draw_at = await rt.days.draw_pending(office, req.date, now)
     if draw_at is not None:
@@ -391,13 +417,7 @@ async def _in_party(conn: asyncpg.Connection, run: _Run) -> BookingOut:
         conn, run.rt.settings, person, order.members, order.service.id, made_on, now
     )
     if found is not None:
-        raise refusal(
-            found["verdict"],
-            found["blocked_until"],
-            found["active_booking_id"],
-            order.office,
-            found["retry_at"],
-        )
+        raise refused(found, order.office)
     made = await _decide(conn, run)
     if order.members:
         await party.record(conn, made.id, order.members)
@@ -504,9 +524,7 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         return out
     if row["verdict"] == "no_window":
         return None
-    raise refusal(
-        row["verdict"], row["blocked_until"], row["active_booking_id"], office, row["retry_at"]
-    )
+    raise refused(row, office)
 
 
 def _raced_for_the_person(exc: asyncpg.PostgresError) -> bool:
@@ -520,6 +538,17 @@ def _raced_for_the_person(exc: asyncpg.PostgresError) -> bool:
     if isinstance(exc, asyncpg.exceptions.NotNullViolationError):
         return exc.column_name == "person_id"
     return getattr(exc, "constraint_name", None) == "people_phone_bound"
+
+
+def refused(found: asyncpg.Record, office: Office) -> errors.DomainError:
+    """A verdict row (the booking statement's, or a party's) as the error a caller reads."""
+    return refusal(
+        found["verdict"],
+        found["blocked_until"],
+        found["active_booking_id"],
+        office,
+        found["retry_at"],
+    )
 
 
 def refusal(

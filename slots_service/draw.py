@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from datetime import date, datetime, timedelta
+import time as clock
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 
 import asyncpg
@@ -187,7 +187,7 @@ async def listing(rt: Runtime, office_id: str, day: date, after: int, limit: int
 
 async def draw(rt: Runtime, office: Office, day: date, now: datetime) -> dict[str, int] | None:
     """Draw one office-day, unless it was drawn before: None then, else its summary."""
-    started = time.perf_counter()
+    started = clock.perf_counter()
 
     async def work(conn: asyncpg.Connection) -> dict[str, int] | None:
         await make_record(conn, rt, office, day)
@@ -241,7 +241,7 @@ async def draw(rt: Runtime, office: Office, day: date, now: datetime) -> dict[st
     rt.days.drawn.add((office.id, day))
     rt.days.opened.add((office.id, day))
     if summary is not None:
-        metrics.draw_duration.observe(time.perf_counter() - started)
+        metrics.draw_duration.observe(clock.perf_counter() - started)
         metrics.draw_entries.labels("won").inc(summary["won"])
         metrics.draw_entries.labels("lost").inc(summary["lost"])
         metrics.entries.labels("won").inc(summary["won"])
@@ -296,30 +296,9 @@ async def _enlist(
         return str(mine)
     if await conn.fetchval(queries["waitlist_of_identities"], entry["service_id"], everyone):
         return None
-    row = await one(
-        conn,
-        "waitlist_insert",
-        waitlist.new_id(),
-        office.id,
-        entry["service_id"],
-        entry["day"],
-        entry["day"],
-        entry["party_size"],
-        entry["id_hmac"],
-        entry["id_type"],
-        entry["id_masked"],
-        entry["name"],
-        entry["phone_hmac"],
-        entry["members"],
-        entry["channel"],
-        entry["reference"],
-        entry["metadata"],
-        entry["notice_accepted"],
-        now,
-    )
-    await conn.execute(
-        queries["waitlist_identities_insert"], entry["service_id"], row["id"], everyone
-    )
+    service = await rt.catalog.service(entry["service_id"])
+    order = booking.stored_order(office, service, entry, entry["day"], time(0))
+    row = await waitlist.enlist(conn, order, entry["day"], entry["day"], now)
     metrics.waitlist.labels("waiting").inc()
     return str(row["id"])
 

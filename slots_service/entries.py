@@ -14,7 +14,6 @@ import asyncpg
 import msgspec
 
 from . import booking, draw, errors, idempotency, metrics, party
-from .booking import Order
 from .catalog import Office
 from .db import connection, in_transaction, one, queries
 from .horizon import entries_open_at, open_day, opens_at, released_by_draw
@@ -60,18 +59,8 @@ async def enter(
         raise errors.NotBookable(
             f"choices are 1 to {office.lottery.max_choices} distinct window starts"
         )
-    order = Order(
-        office=office,
-        service=service,
-        day=day,
-        start=booking.parse_start(choices[0]),
-        party_size=body.party_size,
-        who=booking.who_of(rt.settings, body.person),
-        members=party.members_of(rt.settings, body),
-        channel=body.channel,
-        reference=body.reference,
-        metadata=body.metadata,
-        notice_accepted=body.notice_accepted is True,
+    order = booking.order_of(
+        rt.settings, office, service, body, day, booking.parse_start(choices[0])
     )
     booking.check_signup(rt.settings, order)
     everyone = [order.who.id_hmac, *(m.id_hmac for m in order.members)]
@@ -103,16 +92,7 @@ async def enter(
                 day,
                 choices,
                 body.party_size,
-                order.who.id_hmac,
-                order.who.id_type,
-                order.who.id_masked,
-                order.who.name,
-                order.who.phone_hmac,
-                party.stored(order.members),
-                body.channel,
-                body.reference,
-                body.metadata,
-                order.notice_accepted,
+                *order.kept(),
                 body.waitlist,
                 now,
             )

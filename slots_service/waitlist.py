@@ -76,6 +76,29 @@ async def _emit(
 # ---------------------------------------------------------------- joining
 
 
+async def enlist(
+    conn: asyncpg.Connection, order: Order, first: date, last: date, now: datetime
+) -> asyncpg.Record:
+    """A new waiting entry for the order's office and service, `first`..`last`; the unique key
+    on its identities is the arbiter of one waiting entry per identity and service."""
+    row = await one(
+        conn,
+        "waitlist_insert",
+        new_id(),
+        order.office.id,
+        order.service.id,
+        first,
+        last,
+        order.party_size,
+        *order.kept(),
+        now,
+    )
+    await conn.execute(
+        queries["waitlist_identities_insert"], order.service.id, row["id"], identities(order)
+    )
+    return row
+
+
 async def join(
     rt: Runtime, body: WaitlistIn, now: datetime, keyed: idempotency.Keyed | None
 ) -> WaitlistOut:
@@ -83,19 +106,7 @@ async def join(
     window of the range has seats for the party."""
     office = await rt.catalog.office(body.office_id)
     service = await rt.catalog.service(body.service_id)
-    order = Order(
-        office=office,
-        service=service,
-        day=body.from_,
-        start=time(0),
-        party_size=body.party_size,
-        who=booking.who_of(rt.settings, body.person),
-        members=party.members_of(rt.settings, body),
-        channel=body.channel,
-        reference=body.reference,
-        metadata=body.metadata,
-        notice_accepted=body.notice_accepted is True,
-    )
+    order = booking.order_of(rt.settings, office, service, body, body.from_, time(0))
     booking.check_signup(rt.settings, order)
     tomorrow = local_today(now, office.tz) + timedelta(days=1)
     last = (await rt.days.ensure_horizon(office, now))[1]
@@ -111,30 +122,7 @@ async def join(
             waiting = await conn.fetchval(queries["waitlist_of_identities"], service.id, everyone)
             if waiting is not None:
                 raise errors.WaitlistEntryExists(waiting)
-            row = await one(
-                conn,
-                "waitlist_insert",
-                new_id(),
-                office.id,
-                service.id,
-                body.from_,
-                body.to,
-                body.party_size,
-                order.who.id_hmac,
-                order.who.id_type,
-                order.who.id_masked,
-                order.who.name,
-                order.who.phone_hmac,
-                party.stored(order.members),
-                body.channel,
-                body.reference,
-                body.metadata,
-                order.notice_accepted,
-                now,
-            )
-            await conn.execute(
-                queries["waitlist_identities_insert"], service.id, row["id"], everyone
-            )
+            row = await enlist(conn, order, body.from_, body.to, now)
             made = await _book_at_once(conn, rt, order, body.from_, body.to, now)
             if made is not None:
                 row = await one(conn, "waitlist_booked", row["id"], made.id, now)
