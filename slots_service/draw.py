@@ -43,8 +43,9 @@ from .horizon import (
     released_by_draw,
 )
 from .horizon import effective_weekday as weekday_of
-from .models import BookingOut, DrawItem, DrawPage, EntryOut, PersonOut, ReleaseOut
+from .models import BookingOut, DrawItem, DrawPage, EntryOut, ReleaseOut
 from .render import event_payload, instant
+from .render import person as render_person
 from .runtime import Runtime
 
 _encode = msgspec.json.Encoder().encode
@@ -64,9 +65,7 @@ def render_entry(row: asyncpg.Record, office: Office, draw_at: datetime) -> Entr
         date=row["day"].isoformat(),
         choices=list(row["choices"]),
         party_size=row["party_size"],
-        person=PersonOut(
-            id_type=row["id_type"], id_number_masked=row["id_masked"], name=row["name"]
-        ),
+        person=render_person(row),
         members=[m.out() for m in party.from_stored(row["members"])],
         channel=row["channel"],
         reference=row["reference"],

@@ -33,6 +33,11 @@ def instant(value: datetime | None, tz: ZoneInfo) -> str | None:
     return local.isoformat(timespec="seconds")
 
 
+def person(row: asyncpg.Record) -> PersonOut:
+    """The person of a booking's or an entry's row, masked as it was kept."""
+    return PersonOut(id_type=row["id_type"], id_number_masked=row["id_masked"], name=row["name"])
+
+
 def booking(row: asyncpg.Record, tz: ZoneInfo) -> BookingOut:
     """A row of bookings joined with its window (queries.sql `booking_rows`)."""
     return BookingOut(
@@ -46,9 +51,7 @@ def booking(row: asyncpg.Record, tz: ZoneInfo) -> BookingOut:
         starts_at=instant(row["starts_at"], tz) or "",
         ends_at=instant(row["ends_at"], tz) or "",
         party_size=row["party_size"],
-        person=PersonOut(
-            id_type=row["id_type"], id_number_masked=row["id_masked"], name=row["name"]
-        ),
+        person=person(row),
         channel=row["channel"],
         reference=row["reference"],
         metadata=row["metadata"],

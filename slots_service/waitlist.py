@@ -22,8 +22,9 @@ from .catalog import Office
 from .db import connection, in_transaction, one, queries
 from .horizon import local_today
 from .idempotency import Claim
-from .models import BookingOut, PersonOut, WaitlistIn, WaitlistOut
+from .models import BookingOut, WaitlistIn, WaitlistOut
 from .render import event_payload, instant
+from .render import person as render_person
 from .runtime import Runtime
 
 _encode = msgspec.json.Encoder().encode
@@ -44,9 +45,7 @@ def render(row: asyncpg.Record, office: Office) -> WaitlistOut:
         from_=row["from_day"].isoformat(),
         to=row["to_day"].isoformat(),
         party_size=row["party_size"],
-        person=PersonOut(
-            id_type=row["id_type"], id_number_masked=row["id_masked"], name=row["name"]
-        ),
+        person=render_person(row),
         members=[m.out() for m in party.from_stored(row["members"])],
         channel=row["channel"],
         created_at=instant(row["created_at"], office.tz) or "",

@@ -43,21 +43,26 @@ class Served:
             self.proc.wait(5)
 
 
-def serve(database_url: str, redis_url: str, log: Path, **env: str) -> Served:
-    port = free_port()
-    full_env = {
+def environment(database_url: str, redis_url: str, **env: str) -> dict[str, str]:
+    """A deployment's settings for a process of the test: these servers, the test's keys, the
+    test clock on."""
+    return {
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "SLOTS_API_KEYS": API_KEYS,
         "SLOTS_PII_KEY": "e2e-pii-key-0123456789abcdef",
         "SLOTS_TEST_CLOCK": "1",
-        "SLOTS_WORKERS": "2",
-        "SLOTS_PORT": str(port),
         "SLOTS_LOG_LEVEL": "warning",
-        "SLOTS_DRAIN_SECONDS": "0",  # a test that drains says so
         **env,
     }
+
+
+def serve(database_url: str, redis_url: str, log: Path, **env: str) -> Served:
+    port = free_port()
+    # SLOTS_DRAIN_SECONDS 0: a test that drains says so
+    defaults = {"SLOTS_WORKERS": "2", "SLOTS_PORT": str(port), "SLOTS_DRAIN_SECONDS": "0"}
+    full_env = environment(database_url, redis_url, **{**defaults, **env})
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "slots_service", "serve"],

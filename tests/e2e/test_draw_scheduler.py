@@ -6,7 +6,6 @@ it; the day is `draw_pending` until then."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from slots_service.devservers import free_port
 from tests.api.test_lottery import DAY, DRAW_AT, ENTRIES_OPEN, LOTTERY, entry_body
-from tests.conftest import API_KEYS, OFFICE_ID, booking_body
+from tests.conftest import OFFICE_ID, booking_body
 from tests.e2e import serving
 
 DRAW_WITHIN_S = 5.0  # the contract's bound for the scheduler
@@ -26,16 +25,7 @@ DRAW_WITHIN_S = 5.0  # the contract's bound for the scheduler
 
 def scheduler(database_url: str, redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SLOTS_API_KEYS": API_KEYS,
-        "SLOTS_PII_KEY": "e2e-pii-key-0123456789abcdef",
-        "SLOTS_TEST_CLOCK": "1",
-        "SLOTS_METRICS_PORT": str(port),
-        "SLOTS_LOG_LEVEL": "warning",
-    }
+    env = serving.environment(database_url, redis_url, SLOTS_METRICS_PORT=str(port))
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "slots_service", "scheduler"],
