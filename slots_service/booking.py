@@ -117,7 +117,7 @@ class BookParams(NamedTuple):
     event_payload: bytes
     api_key_hash: bytes | None
     idempotency_key: str | None
-    response: bytes
+    response: bytes | None  # None: no key, nothing kept
     claim_token: bytes | None
     rebook_cooldown: int
     notice_accepted: bool
@@ -502,7 +502,7 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         event_payload=event_payload(out),
         api_key_hash=held.api_key_hash if held else None,
         idempotency_key=held.key if held else None,
-        response=_encode(out),
+        response=_encode(out) if held else None,
         claim_token=held.token if held else None,
         rebook_cooldown=rt.settings.rebook_cooldown_minutes,
         notice_accepted=order.notice_accepted,
