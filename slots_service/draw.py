@@ -79,10 +79,8 @@ def render_entry(row: asyncpg.Record, office: Office, draw_at: datetime) -> Entr
     )
 
 
-async def make_record(
-    conn: asyncpg.Connection, rt: Runtime, office: Office, day: date
-) -> asyncpg.Record:
-    """The day's release record, made with its seed by the first caller."""
+async def make_record(conn: asyncpg.Connection, rt: Runtime, office: Office, day: date) -> None:
+    """The day's release record, made with its seed by the first caller (later ones keep it)."""
     seed = secrets.token_bytes(32)
     await conn.execute(
         queries["release_make"],
@@ -93,9 +91,6 @@ async def make_record(
         seed,
         hashlib.sha256(seed).hexdigest(),
     )
-    row = await one(conn, "release_get", office.id, day)
-    assert row is not None
-    return row
 
 
 async def is_open_day(conn: asyncpg.Connection, rt: Runtime, office: Office, day: date) -> bool:
@@ -161,7 +156,8 @@ async def _released(
     if not await is_open_day(conn, rt, office, day):
         raise errors.NotFound(f"{office.id} is not open on {day}")
     if row is None and now >= entries_open_at(office, day, rt.settings):
-        row = await make_record(conn, rt, office, day)
+        await make_record(conn, rt, office, day)
+        row = await one(conn, "release_get", office.id, day)
     return row
 
 
