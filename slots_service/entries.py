@@ -119,7 +119,8 @@ async def enter(
         )
     except errors.EntryExists as exc:
         metrics.entries.labels("repeat").inc()
-        if exc.extra["entry_id"] is not None:
+        # Alone, the identity holds that entry; in a party, it may be a member's.
+        if exc.extra["entry_id"] is not None and len(everyone) == 1:
             await _hint(rt, office, day, everyone, str(exc.extra["entry_id"]), now)
         raise
     except errors.DomainError:

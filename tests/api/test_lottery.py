@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from slots_service.config import Settings
 from tests.api.steps import events, overlapping_client, problem, run_job
@@ -243,6 +244,29 @@ async def test_entry_rules(catalog: httpx.AsyncClient) -> None:
         problem(await client.get(f"/v1/offices/{OFFICE_ID}/releases/{far}"), 404, "not_found")
         draw_path = f"/v1/offices/{OFFICE_ID}/releases/{far}/draw"
         problem(await client.get(draw_path), 404, "not_found")
+
+
+async def test_a_party_refused_for_its_member_leaves_the_person_free_to_enter(
+    catalog: httpx.AsyncClient, redis_url: str
+) -> None:
+    """Postgres (the gate's hints lost) refuses a party for its member's entry: the person,
+    who holds none, may still enter alone."""
+    client = catalog
+    await lottery_office(client)
+    await set_clock(client, ENTRIES_OPEN)
+    who, member = person(), person()
+    held = await enter(client, entry_body(member))
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await redis.delete(f"entries:{{{OFFICE_ID}:{DAY}}}") == 1
+    finally:
+        await redis.aclose()
+    party = entry_body(who, party_size=2, members=[_member(member)])
+    for _ in range(2):
+        refused = problem(await client.post("/v1/entries", json=party), 409, "entry_exists")
+        assert refused["entry_id"] == held["id"]
+    alone = await enter(client, entry_body(who))
+    assert alone["id"] != held["id"]
 
 
 async def test_a_withdrawn_identity_may_enter_again(catalog: httpx.AsyncClient) -> None:
