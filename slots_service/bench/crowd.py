@@ -99,6 +99,26 @@ async def _fetchrow(url: str, sql: str, *args: object) -> asyncpg.Record:
     return row
 
 
+def settle(url: str) -> str:
+    """Between scenarios: what the one before left Postgres to do in the background (vacuum
+    its dead rows, write its pages out) done now, so no scenario pays for another's writes.
+    Returns what was done (a given server may not let this user CHECKPOINT)."""
+
+    async def run() -> str:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("VACUUM (ANALYZE)")
+            try:
+                await conn.execute("CHECKPOINT")
+            except asyncpg.PostgresError as exc:
+                return f"VACUUM (CHECKPOINT refused: {type(exc).__name__})"
+            return "VACUUM, CHECKPOINT"
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 def windows_of(url: str, office: str, day: date) -> int:
     """Windows planned in Postgres for an office-day."""
     sql = "SELECT count(*) AS n FROM windows WHERE office_id = $1 AND day = $2"
