@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         "availability-w2 (SLOTS_WORKERS=2), crowd",
     )
     p_bench.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    p_bench.add_argument(
+        "--profile",
+        default="",
+        help="a folder: run the API under py-spy, keep its folded stacks there, print a summary",
+    )
     p_bench.add_argument("--flash-capacity", type=int, default=50, help="seats in the flash window")
     p_bench.add_argument("--crowd-seats", type=int, default=500, help="seats of the crowd's day")
     p_bench.add_argument(

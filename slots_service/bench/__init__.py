@@ -65,6 +65,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -85,6 +86,7 @@ from ..config import Settings, environment, load_settings
 from ..devservers import DevServers, die_with_parent, free_port
 from . import crowd as crowds
 from . import lottery as lotteries
+from . import profile as profiling
 from .catalog import (
     BIG_CAPACITY,
     HOT_CAPACITY,
@@ -162,6 +164,7 @@ class Bench:
     port: int = 0
     cpus: int = field(default_factory=lambda: os.cpu_count() or 0)
     started: float = field(default_factory=time.monotonic)
+    profiles: list[Path] = field(default_factory=list)  # --profile: one per API start
 
     # -- output
 
@@ -351,8 +354,12 @@ class Bench:
         with self.api_log.open("ab") as log_file:
             log_file.write(f"=== bench: serve, {config.label()} ===\n".encode())
             log_file.flush()
-            self.api = subprocess.Popen(
-                [sys.executable, "-m", "slots_service", "serve"],
+            argv = [sys.executable, "-m", "slots_service", "serve"]
+            if self.args.profile:
+                self.profiles.append(self._profile_file(config))
+                argv = profiling.wrap(argv, self.profiles[-1])
+            self.api = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
+                argv,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -416,6 +423,14 @@ class Bench:
         if self.api is not None:
             stop_group(self.api, signal.SIGINT)
             self.api = None
+            if self.args.profile:  # py-spy wrote its file as the API stopped
+                self.say(profiling.summary(self.profiles[-1]))
+
+    def _profile_file(self, config: ApiConfig) -> Path:
+        folder = Path(self.args.profile)
+        folder.mkdir(parents=True, exist_ok=True)
+        label = re.sub(r"[^a-z0-9]+", "-", config.label().lower()).strip("-")
+        return folder / f"api-{len(self.profiles) + 1}-{label}.txt"
 
     def _metrics(self) -> dict[str, float]:
         """The API's counters this bench reads, from /metrics (empty if unreachable)."""
