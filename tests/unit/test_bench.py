@@ -356,3 +356,25 @@ def test_scan_log_counts_errors_and_warnings_of_both_formats() -> None:
     assert scan.first_error[0].endswith("ERROR litestar boom")
     assert scan.first_error[3] == "ValueError: boom"
     assert benchstats.scan_log("[INFO] fine\n") == benchstats.LogScan(0, {}, [])
+
+
+def test_profile_summary_counts_own_and_inclusive_time(tmp_path: Path) -> None:
+    from slots_service.bench import profile
+
+    folded = tmp_path / "api.txt"
+    root = 'process 1:"python -m slots_service serve"'
+    folded.write_text(
+        f"{root};main (/x/site-packages/granian/server.py:1);"
+        "book (/x/slots_service/booking.py:10);_statement (/x/slots_service/booking.py:20) 3\n"
+        f"{root};main (/x/site-packages/granian/server.py:1);"
+        "book (/x/slots_service/booking.py:10) 1\n"
+        "not a stack line\n"
+    )
+    text = profile.summary(folded)
+    assert "4 samples while busy" in text
+    assert "75.0 %  _statement (booking.py)" in text  # own: 3 of 4
+    assert "100.0 %  book (booking.py)" in text  # under: every sample
+    assert "granian" not in text.split("this service's code:")[1]  # ours only
+    argv = profile.wrap(["python", "-m", "slots_service", "serve"], tmp_path / "out.txt")
+    assert argv[1:3] == ["record", "--subprocesses"]
+    assert argv[-4:] == ["python", "-m", "slots_service", "serve"]
