@@ -36,6 +36,9 @@ def configure(level: str, log_format: str = "text", access_log: bool = True) -> 
     logging.basicConfig(level=level.upper(), handlers=[handler])
     # Access logs would carry query strings; the service's own request lines are enough.
     logging.getLogger("granian.access").setLevel(logging.WARNING)
+    # Two lines per job run every 2 s ("Running job", "executed successfully") drown the log;
+    # jobs.py writes its own line when a job did something, and APScheduler's warnings stay.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     # Request lines whatever SLOTS_LOG_LEVEL says (which is about the service's own lines).
     lines = logging.StreamHandler(sys.stderr)
     lines.setFormatter(json_formatter())
