@@ -14,7 +14,7 @@ with the real Redis gate and Postgres arbiter behind it, in these scenarios:
 - `availability`: GET one day's windows of that office (days in turn); the figure is req/s.
 - `book-no-redis`: `book` again against an API started without REDIS_URL (Postgres alone).
 - `flash-w2`, `availability-w2`: `flash` (on a window of its own) and `availability` with
-  SLOTS_WORKERS=2.
+  SLOTS_WORKERS=2; `book-w2`, `hot-w2` (only when asked for): `book` and `hot` so.
 - `crowd`: the 00:00 release (crowd.py): a day of `--crowd-seats` seats that is not open yet,
   the API on the test clock, `slots-service scheduler` beside it; `--crowd-connections`
   connections (2 000) wait, the clock crosses the opening instant, and `--crowd-attempts`
@@ -113,6 +113,8 @@ SCENARIOS = (
     "flash-w2",
     "availability-w2",
     "crowd",
+    "book-w2",  # with SLOTS_WORKERS=2; not in the default set
+    "hot-w2",
     "lottery",  # issue 11's fairness scenario (lottery.py); not in the default set
 )
 
@@ -135,6 +137,8 @@ API_OF = {
     "book-no-redis": ApiConfig(redis=False),
     "flash-w2": ApiConfig(workers=2),
     "availability-w2": ApiConfig(workers=2),
+    "book-w2": ApiConfig(workers=2),
+    "hot-w2": ApiConfig(workers=2),
     "crowd": ApiConfig(test_clock=True),
     "lottery": ApiConfig(test_clock=True),
 }
@@ -241,7 +245,7 @@ class Bench:
         with self._client() as http:
             suffix = f"-{self.tag}" if external else ""
             catalog = make_catalog(http, int(self.args.flash_capacity), suffix)
-            if "hot" in names:
+            if "hot" in names or "hot-w2" in names:
                 day, start = catalog.hot_slot
                 crowds.raise_capacity(settings.database_url, catalog.hot, day, start, HOT_CAPACITY)
                 call(http, "POST", "/v1/admin/jobs/reconcile")
@@ -277,11 +281,11 @@ class Bench:
                 checks.update(crowd_ok=scenario.result["crowd"]["ok"])
             else:
                 scenario = self._measure(name, catalog)
-            if name in ("book", "book-no-redis"):
+            if name in ("book", "book-no-redis", "book-w2"):
                 created_big += scenario.result["created_all"]
                 with self._client() as http:
                     checks["book_consistent"] = check_big(http, catalog, created_big, scenario)
-            elif name == "hot":
+            elif name in ("hot", "hot-w2"):
                 with self._client() as http:
                     checks["hot_consistent"] = check_hot(http, catalog, scenario)
             elif name in ("flash", "flash-w2"):
@@ -503,7 +507,7 @@ class Bench:
             if name in ("flash", "flash-w2"):
                 spec["office_id"] = catalog.flash
                 spec["slots"] = [catalog.flash_slot if name == "flash" else catalog.flash_slot_w2]
-            elif name == "hot":
+            elif name in ("hot", "hot-w2"):
                 spec["office_id"] = catalog.hot
                 spec["slots"] = [catalog.hot_slot]
             else:

@@ -22,6 +22,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "flash-w2": ("201", "409 slot_full"),
     "availability-w2": ("200",),
     "crowd": ("201", "409 slot_full"),
+    "book-w2": ("201",),
+    "hot-w2": ("201",),
 }
 UNITS = {
     "book": "bookings/s",
@@ -30,6 +32,8 @@ UNITS = {
     "book-no-redis": "bookings/s",
     "flash-w2": "answers/s",
     "crowd": "answers/s",
+    "book-w2": "bookings/s",
+    "hot-w2": "bookings/s",
 }
 # Figure / baseline pairs printed as ratios: (scenario, limit key).
 RATIOS = (
@@ -41,6 +45,8 @@ RATIOS = (
     ("flash-w2", "L_http_post"),
     ("availability-w2", "L_http_get"),
     ("crowd", "L_http_post"),
+    ("book-w2", "L_pg"),
+    ("hot-w2", "L_hot"),
 )
 # The last line's keys (the issue's shape), by scenario.
 ISSUE_KEYS = {
@@ -51,6 +57,8 @@ ISSUE_KEYS = {
     "book-no-redis": "book_no_redis",
     "flash-w2": "flash_w2",
     "availability-w2": "availability_w2",
+    "book-w2": "book_w2",
+    "hot-w2": "hot_w2",
 }
 
 
@@ -208,6 +216,9 @@ def issue_json(results: Mapping[str, Scenario], limits: Limits | None) -> str:
     found["limits"] = dict(limits or {})
     for name in ("flash-w2", "availability-w2"):
         found[ISSUE_KEYS[name]] = whole(results[name].figure) if name in results else None
+    for name in ("book-w2", "hot-w2"):  # only when asked for
+        if name in results:
+            found[ISSUE_KEYS[name]] = whole(results[name].figure)
     return json.dumps(found, separators=(", ", ": "))
 
 
