@@ -34,6 +34,11 @@ import asyncpg
 from . import metrics
 from .db import translate
 
+# Errors after which nothing of a batch was committed: Postgres refused a statement (the
+# implicit transaction was rolled back), or a parameter could not even be encoded (nothing sent:
+# asyncpg's client-side DataError, which its SQLSTATE class of the same name hides).
+_NOT_COMMITTED = (asyncpg.PostgresError, asyncpg.exceptions._base.DataError)
+
 
 class _Waiting(NamedTuple):
     order: tuple[object, ...]  # the lock order: (office_id, day, start)
@@ -83,14 +88,21 @@ class GroupCommit:
         self._send()
 
     async def _run(self, batch: list[_Waiting]) -> None:
-        live = sorted((w for w in batch if not w.answer.done()), key=lambda w: w.order)
-        if not live:
-            return
+        live = [w for w in batch if not w.answer.done()]  # callers gone are left out
+        try:
+            if live:
+                await self._decide(sorted(live, key=lambda w: w.order))
+        finally:  # never a caller left waiting, whatever went wrong here (a bug)
+            for w in live:
+                if not w.answer.done():
+                    w.answer.set_exception(AssertionError("the batch gave no row for this"))
+
+    async def _decide(self, live: list[_Waiting]) -> None:
         metrics.book_batch_size.observe(len(live))
         try:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetchmany(self._query, [w.args for w in live])
-        except asyncpg.PostgresError:  # rolled back whole: nothing of it was committed
+        except _NOT_COMMITTED:  # rolled back whole, or never sent: decided alone
             metrics.book_batches.labels("rolled_back").inc()
             for w in live:
                 _answer(w.answer, None)
@@ -103,11 +115,11 @@ class GroupCommit:
                     w.answer.set_exception(translate(exc) or exc)
                 else:
                     w.answer.cancel()
-            if not isinstance(exc, Exception):
+            if not isinstance(exc, Exception):  # cancelled: this task ends so too
                 raise
         else:
             metrics.book_batches.labels("committed").inc()
-            for w, row in zip(live, rows, strict=True):
+            for w, row in zip(live, rows, strict=False):
                 _answer(w.answer, row)
 
     async def finish(self) -> None:

@@ -73,6 +73,15 @@ async def test_a_statement_that_raises_rolls_back_its_whole_batch(pool: asyncpg.
     assert batches("rolled_back") == before + 1
 
 
+async def test_a_parameter_that_cannot_be_sent_sends_its_batch_to_decide_alone(
+    pool: asyncpg.Pool,
+) -> None:
+    commit = GroupCommit(pool, _PROBE, max_batch=64, in_flight=1)
+    rows = await asyncio.gather(*(commit.decide((0,), (x,)) for x in [1, "not a number", 2]))
+    assert rows == [None, None, None]
+    assert await pool.fetchval("SELECT count(*) FROM gc_probe") == 0
+
+
 async def test_a_batch_with_no_answer_fails_every_caller_and_commits_nothing(
     settings: Settings,
 ) -> None:
