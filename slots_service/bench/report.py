@@ -194,7 +194,7 @@ def issue_json(results: Mapping[str, Scenario], limits: Limits | None) -> str:
     found: dict[str, Any] = {
         key: whole(results[name].figure) if name in results else None
         for name, key in ISSUE_KEYS.items()
-        if key not in ("flash_w2", "availability_w2")
+        if key not in ("flash_w2", "availability_w2", "book_w2", "hot_w2")
     }
     crowd = results.get("crowd")
     found["crowd"] = (
