@@ -6,7 +6,7 @@ from datetime import date
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, delete, get, patch, post, put
+from litestar import Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.spec import Example
@@ -70,7 +70,7 @@ from .models import (
     WaiveIn,
     WindowOut,
 )
-from .problems import raises
+from .problems import raises, refusal
 from .render import instant
 from .runtime import Runtime
 
@@ -382,10 +382,16 @@ async def create_booking(
     request: Request[Any, Any, Any],
     data: JSONBody[BookingIn],
     idempotency_key: IdempotencyKey = None,
-) -> BookingOut:
+) -> Response[BookingOut]:
     """Book `party_size` seats in a window. Retries with the same Idempotency-Key replay."""
-    now = await rt.clock.now()
-    return await booking.book(rt, data, now, await _keyed(rt, request, data, idempotency_key))
+    # A refusal is answered from here (problems.Refusal), not raised through Litestar: the
+    # sold-out crowd's 409 is most of what this route answers.
+    try:
+        now = await rt.clock.now()
+        made = await booking.book(rt, data, now, await _keyed(rt, request, data, idempotency_key))
+    except errors.DomainError as exc:
+        return refusal(exc)
+    return Response(made)
 
 
 async def _keyed(
