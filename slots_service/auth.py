@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.types import Guard
 
 from . import errors
@@ -61,3 +62,15 @@ def requires(*any_of: str) -> Guard:
         connection.state.caller = caller
 
     return guard
+
+
+class Route(HTTPRouteHandler):
+    """`litestar.route` whose guards are handed the route handler itself. Litestar hands each
+    guard a copy of the handler (`copy.copy` of its ~60 attributes: ~6 % of a sold-out
+    booking); the guards of `requires` read nothing of it. For the routes a crowd calls."""
+
+    async def authorize_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+        for guard in self.resolve_guards():
+            running = guard(connection, self)
+            if running is not None:  # resolve_guards made each guard async
+                await running

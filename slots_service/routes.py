@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.enums import HttpMethod
 from litestar.openapi.spec import Example
 from litestar.params import (
     FromQuery,
@@ -32,7 +33,7 @@ from . import (
     people,
     waitlist,
 )
-from .auth import Caller, requires
+from .auth import Caller, Route, requires
 from .clock import TestClock
 from .models import (
     HHMM_PATTERN,
@@ -357,8 +358,9 @@ async def service_availability(
 # ---------------------------------------------------------------- bookings
 
 
-@post(
+@Route(
     "/v1/bookings",
+    http_method=HttpMethod.POST,
     guards=WRITE,
     tags=["bookings"],
     status_code=201,
@@ -398,8 +400,8 @@ async def _keyed(
     rt: Runtime, request: Request[Any, Any, Any], data: object, idempotency_key: str | None
 ) -> idempotency.Keyed | None:
     """The caller's per-key rate limit, then the request's Idempotency-Key, if it has one."""
-    caller: Caller = request.state.caller
     if rt.settings.rate_limit_per_key_per_minute:
+        caller: Caller = request.state.caller
         wait = await rt.counters.over_limit(
             "key:" + caller.key_hash.hex(), rt.settings.rate_limit_per_key_per_minute, 60
         )
@@ -407,6 +409,7 @@ async def _keyed(
             raise errors.RateLimited(wait)
     if idempotency_key is None:
         return None
+    caller = request.state.caller
     return idempotency.Keyed(
         caller.key_hash,
         idempotency.validate_key(idempotency_key),

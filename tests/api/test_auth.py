@@ -122,6 +122,10 @@ async def test_the_key_is_checked_before_the_body(catalog: httpx.AsyncClient) ->
     )
     problem(response, 403, "forbidden")
     garbage = catalog.build_request("POST", "/v1/bookings", content=b"{not json")
+    garbage.headers.pop("Authorization", None)
+    answer = await catalog.send(garbage)
+    problem(answer, 401, "unauthorized")
+    assert answer.headers["www-authenticate"].lower().startswith("bearer")
     garbage.headers["Authorization"] = f"Bearer {READER_KEY}"
     problem(await catalog.send(garbage), 403, "forbidden")
 
