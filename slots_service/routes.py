@@ -33,7 +33,7 @@ from . import (
     people,
     waitlist,
 )
-from .auth import Caller, Route, requires
+from .auth import Route, caller_of, requires
 from .clock import TestClock
 from .models import (
     HHMM_PATTERN,
@@ -402,7 +402,7 @@ async def _keyed(
 ) -> idempotency.Keyed | None:
     """The caller's per-key rate limit, then the request's Idempotency-Key, if it has one."""
     if rt.settings.rate_limit_per_key_per_minute:
-        caller: Caller = request.state.caller
+        caller = caller_of(request)
         wait = await rt.counters.over_limit(
             "key:" + caller.key_hash.hex(), rt.settings.rate_limit_per_key_per_minute, 60
         )
@@ -410,7 +410,7 @@ async def _keyed(
             raise errors.RateLimited(wait)
     if idempotency_key is None:
         return None
-    caller = request.state.caller
+    caller = caller_of(request)
     return idempotency.Keyed(
         caller.key_hash,
         idempotency.validate_key(idempotency_key),
