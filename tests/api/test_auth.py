@@ -6,11 +6,14 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar.testing import AsyncTestClient
 
+from slots_service.app import create_app
 from tests.api.steps import book, problem, seats
 from tests.conftest import (
     ADMIN_KEY,
     CHECKIN_KEY,
+    NOW,
     OFFICE,
     OFFICE_ID,
     READER_KEY,
@@ -19,6 +22,8 @@ from tests.conftest import (
     WEDNESDAY,
     WRITER_KEY,
     booking_body,
+    make_settings,
+    set_clock,
 )
 
 # One route of each kind, with a body that would be accepted by the right key.
@@ -122,6 +127,10 @@ async def test_the_key_is_checked_before_the_body(catalog: httpx.AsyncClient) ->
     )
     problem(response, 403, "forbidden")
     garbage = catalog.build_request("POST", "/v1/bookings", content=b"{not json")
+    garbage.headers.pop("Authorization", None)
+    answer = await catalog.send(garbage)
+    problem(answer, 401, "unauthorized")
+    assert answer.headers["www-authenticate"].lower().startswith("bearer")
     garbage.headers["Authorization"] = f"Bearer {READER_KEY}"
     problem(await catalog.send(garbage), 403, "forbidden")
 
@@ -211,3 +220,21 @@ async def test_operations_routes_need_no_key(
     schema = await send(client, "GET", "/schema/openapi.json", None, authorization)
     assert schema.status_code == 200
     assert schema.json()["openapi"].startswith("3.")
+
+
+async def test_a_key_over_its_rate_limit_is_429_and_other_keys_are_not(
+    database_url: str, redis_url: str
+) -> None:
+    settings = make_settings(database_url, redis_url, rate_limit_per_key_per_minute=2)
+    async with AsyncTestClient(app=create_app(settings), base_url="http://testserver.local") as c:
+        c.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        await set_clock(c, NOW)
+        assert (await c.put(f"/v1/services/{SERVICE_ID}", json=SERVICE)).status_code == 200
+        assert (await c.put(f"/v1/offices/{OFFICE_ID}", json=OFFICE)).status_code == 200
+        answers = [await c.post("/v1/bookings", json=booking_body()) for _ in range(3)]
+        assert [a.status_code for a in answers[:2]] == [201, 201], answers[1].text
+        problem(answers[2], 429, "rate_limited")
+        assert 1 <= int(answers[2].headers["Retry-After"]) <= 60
+        writer = {"Authorization": f"Bearer {WRITER_KEY}"}
+        made = await c.post("/v1/bookings", json=booking_body(), headers=writer)
+        assert made.status_code == 201, made.text

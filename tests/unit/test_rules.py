@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, time
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -191,3 +192,42 @@ def test_every_error_has_one_status_and_the_headers_it_owes() -> None:
     assert responses[409].description == "slot_full, cancel_cutoff_passed"
     assert responses[404].description == "not_found"
     assert responses[401].description == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.SlotFull(),
+        errors.ActiveBookingExists("7KQ2M9XH4T1B"),
+        errors.NotBookable("the window has already started"),
+        errors.RateLimited(7),
+        errors.IdempotencyInProgress(2),
+        errors.Unauthorized(),
+        errors.Unavailable(),
+    ],
+)
+async def test_a_refusal_returned_is_the_answer_raised(error: errors.DomainError) -> None:
+    """problems.refusal (a handler's return) answers what on_domain_error does, every time."""
+
+    async def answer(app: Any) -> list[Any]:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> Any:
+            raise AssertionError("a refusal reads nothing")
+
+        await app({"type": "http"}, receive, send)
+        return sent
+
+    request: Any = None
+    raised = problems.on_domain_error(request, error).to_asgi_response(None, request)
+    for _ in range(2):  # built once, answered again the same
+        returned = problems.refusal(error).to_asgi_response(None, request, headers={})
+        assert await answer(returned) == await answer(raised)
+    # A route's own headers (none of today's has any) are added as Litestar would add them.
+    own = {"Cache-Control": "no-store"}
+    raised = problems.on_domain_error(request, error).to_asgi_response(None, request, headers=own)
+    returned = problems.refusal(error).to_asgi_response(None, request, headers=own)
+    assert await answer(returned) == await answer(raised)
