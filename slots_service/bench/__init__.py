@@ -31,9 +31,9 @@ How: embedded Postgres and Valkey under `--data` (wiped each run) unless DATABAS
 REDIS_URL are set; migrations; a bench catalog made through the admin API; then, for each
 scenario, the load generator in a separate process (loadgen.py: asyncio + uvloop, HTTP/1.1
 keep-alive, `--concurrency` connections with one request in flight each, a fresh body per
-request) runs `--warmup` seconds, then `--seconds` measured. Before each scenario Postgres is
-settled (VACUUM, CHECKPOINT): the vacuuming and page writes that the ceilings' pgbench or the
-scenario before left behind are done then, not charged to the next one. Latency is the time from
+request) runs `--warmup` seconds, then `--seconds` measured. Before each scenario but the first,
+Postgres is settled (VACUUM, CHECKPOINT): the vacuuming and page writes the scenario before left
+behind are done then, not charged to the next one. Latency is the time from
 writing a request to having read its whole response. Each figure is printed beside the machine's
 ceiling (the "L" figures, measured first in the same run with `--limits auto` by ceilings/, or
 read from a file): book / L_pg (and / L_hot), flash / L_http_post, availability / L_http_get.
@@ -263,9 +263,10 @@ class Bench:
         created_big = 0  # 201s of every scenario that booked in the big office
         fairness: lotteries.Fairness | None = None
         for name in names:
-            started = time.monotonic()  # after the ceilings' pgbench, or another scenario
-            done = crowds.settle(settings.database_url)
-            self.progress(f"settled Postgres ({done}) in {time.monotonic() - started:.1f} s")
+            if results or fairness is not None:  # not on the fresh database: see settle()
+                started = time.monotonic()
+                done = crowds.settle(settings.database_url)
+                self.progress(f"settled Postgres ({done}) in {time.monotonic() - started:.1f} s")
             config = API_OF.get(name, ApiConfig())
             if config != self.api_config:
                 self._start_api(config)
