@@ -10,7 +10,7 @@ booking as the API shows it, or raises the domain error that refused it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time, timedelta
 from typing import NamedTuple, Protocol
 
@@ -22,7 +22,7 @@ from . import errors, events, idempotency, metrics, party, people
 from .catalog import Office, Service
 from .config import Settings
 from .counters import Gate
-from .db import connection, in_transaction, queries, translate
+from .db import connection, in_transaction, queries, translate, translated
 from .horizon import horizon, local_today
 from .idempotency import Claim
 from .models import (
@@ -357,12 +357,58 @@ async def _claim_and_record(run: _Run, gate: Gate, keyed: idempotency.Keyed | No
 
 
 async def _record(run: _Run) -> BookingOut:
-    """The booking statement, alone (one round trip) or, for a party with members, in one
-    transaction after every identity of the party was locked and the members checked."""
-    async with connection(run.rt.pool) as conn:
-        if not run.order.members:
-            return await _named(conn, run, _decide(conn, run))
+    """The booking statement: for a person alone, decided with the other plain bookings of the
+    moment in one transaction (group_commit.py); for a party with members, in a transaction of
+    its own after every identity of the party was locked and the members checked."""
+    pool = run.rt.pool
+    if not run.order.members:
+        with translated():
+            return await _named(pool, run, _decide(pool, run, _grouped(run.rt)))
+    async with connection(pool) as conn:
         return await _named(conn, run, _party_transaction(conn, run))
+
+
+# How a `book` statement is run: in the caller's transaction, or with the plain bookings of
+# the moment (group commit). Both give the statement's row, or raise its driver error.
+_Decide = Callable[[BookParams], Awaitable[asyncpg.Record]]
+# Where the few look-ups around the statement go: the caller's transaction, or the pool.
+_Reader = asyncpg.Connection | asyncpg.Pool
+
+
+def _grouped(rt: Runtime) -> _Decide:
+    async def decide(params: BookParams) -> asyncpg.Record:
+        row = await rt.bookings.decide((params.office_id, params.day, params.start_time), params)
+        if row is not None:
+            return row
+        async with connection(rt.pool) as conn:  # its batch rolled back whole: decided alone
+            return await _alone(conn, params)
+
+    return decide
+
+
+def _in(conn: asyncpg.Connection) -> _Decide:
+    async def decide(params: BookParams) -> asyncpg.Record:
+        row: asyncpg.Record | None = await conn.fetchrow(queries["book"], *params)
+        assert row is not None  # `book` always answers one row
+        return row
+
+    return decide
+
+
+async def _alone(conn: asyncpg.Connection, params: BookParams) -> asyncpg.Record:
+    """`book` in a transaction of its own, once more if it raced for the person."""
+    try:
+        row = await conn.fetchrow(queries["book"], *params)
+    except (
+        asyncpg.exceptions.NotNullViolationError,
+        asyncpg.exceptions.UniqueViolationError,
+    ) as exc:
+        if not _raced_for_the_person(exc):
+            raise
+        # Decided again, the statement sees what the other one committed.
+        row = await conn.fetchrow(queries["book"], *params)
+    assert row is not None  # `book` always answers one row
+    return row
 
 
 async def book_within(
@@ -382,9 +428,7 @@ async def _party_transaction(conn: asyncpg.Connection, run: _Run) -> BookingOut:
         return await _in_party(conn, run)
 
 
-async def _named(
-    conn: asyncpg.Connection, run: _Run, deciding: Awaitable[BookingOut]
-) -> BookingOut:
+async def _named(reader: _Reader, run: _Run, deciding: Awaitable[BookingOut]) -> BookingOut:
     """The decision, its driver errors as the domain errors they mean; an active booking that
     only a unique index met is looked up (once its transaction or savepoint is rolled back) and
     named in the refusal."""
@@ -398,7 +442,7 @@ async def _named(
             raise
         refused = mapped
     if isinstance(refused, errors.ActiveBookingExists) and refused.extra["booking_id"] is None:
-        found = await conn.fetchval(
+        found = await reader.fetchval(
             queries["active_booking_of"], run.order.who.id_hmac, run.order.service.id
         )
         raise errors.ActiveBookingExists(found) from None
@@ -418,22 +462,22 @@ async def _in_party(conn: asyncpg.Connection, run: _Run) -> BookingOut:
     )
     if found is not None:
         raise refused(found, order.office)
-    made = await _decide(conn, run)
+    made = await _decide(conn, run, _in(conn))
     if order.members:
         await party.record(conn, made.id, order.members)
     return made
 
 
-async def _decide(conn: asyncpg.Connection, run: _Run) -> BookingOut:
+async def _decide(reader: _Reader, run: _Run, decide: _Decide) -> BookingOut:
     """The booking statement; once more with the day's real window if the day was planned
     under other hours than today's."""
     order = run.order
     ends_at = run.starts_at + timedelta(minutes=order.office.window_minutes)
-    made = await _statement(conn, run, ends_at)
+    made = await _statement(decide, run, ends_at)
     if made is not None:
         return made
-    window = await conn.fetchrow(queries["window_at"], order.office.id, order.day, order.start)
-    if window is not None and (made := await _statement(conn, run, window["ends_at"])):
+    window = await reader.fetchrow(queries["window_at"], order.office.id, order.day, order.start)
+    if window is not None and (made := await _statement(decide, run, window["ends_at"])):
         return made
     raise errors.NotBookable(f"no window starts at {order.start_text} on {order.day}")
 
@@ -448,7 +492,7 @@ class _Run(NamedTuple):
     held: Claim | None
 
 
-async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> BookingOut | None:
+async def _statement(decide: _Decide, run: _Run, ends_at: datetime) -> BookingOut | None:
     """One run of `book`: the booking, None when no window has these times, else the
     refusal raised."""
     rt, order, starts_at, now, held = run
@@ -507,17 +551,7 @@ async def _statement(conn: asyncpg.Connection, run: _Run, ends_at: datetime) -> 
         rebook_cooldown=rt.settings.rebook_cooldown_minutes,
         notice_accepted=order.notice_accepted,
     )
-    try:
-        row = await conn.fetchrow(queries["book"], *params)
-    except (
-        asyncpg.exceptions.NotNullViolationError,
-        asyncpg.exceptions.UniqueViolationError,
-    ) as exc:
-        if not _raced_for_the_person(exc) or conn.is_in_transaction():
-            raise
-        # Decided again, the statement sees what the other one committed.
-        row = await conn.fetchrow(queries["book"], *params)
-    assert row is not None
+    row = await decide(params)
     if row["booking_id"] is not None:
         metrics.bookings.labels("created").inc()
         metrics.events_published.labels("booking.created").inc()

@@ -89,6 +89,10 @@ class Settings:
     test_clock: bool = False
     scheduler_in_process: bool = False
     db_pool_size: int = 20
+    # Group commit (group_commit.py): plain bookings decided in one transaction, at most this
+    # many in one, and this many batches in Postgres at a time per process.
+    book_batch_max: int = 64
+    book_batch_in_flight: int = 2
     redis_timeout_s: float = 0.5
     # Run on a Redis whose maxmemory-policy may evict counters (warned, /readyz "evicting").
     redis_allow_eviction: bool = False
@@ -150,6 +154,8 @@ _INT_POLICIES = {
     "workers": "SLOTS_WORKERS",
     "metrics_port": "SLOTS_METRICS_PORT",
     "db_pool_size": "SLOTS_DB_POOL_SIZE",
+    "book_batch_max": "SLOTS_BOOK_BATCH_MAX",
+    "book_batch_in_flight": "SLOTS_BOOK_BATCH_IN_FLIGHT",
     "workers_kill_timeout": "SLOTS_WORKERS_KILL_TIMEOUT",
 }
 
@@ -208,6 +214,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment once. `env` defaults to os.environ."""
     env = os.environ if env is None else env
     ints = {attr: _int(env, name, getattr(Settings, attr)) for attr, name in _INT_POLICIES.items()}
+    for attr in ("db_pool_size", "book_batch_max", "book_batch_in_flight"):
+        if ints[attr] < 1:
+            raise ConfigError(f"{_INT_POLICIES[attr]} must be at least 1")
     pii = env.get("SLOTS_PII_KEY", "")
     if pii and len(pii) < 16:
         raise ConfigError("SLOTS_PII_KEY must be at least 16 characters")

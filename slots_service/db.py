@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from typing import Any, TypeVar, cast
 
@@ -153,12 +153,11 @@ async def one(conn: asyncpg.Connection, name: str, *args: object) -> asyncpg.Rec
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 
-@asynccontextmanager
-async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection; driver errors leave as domain errors."""
+@contextmanager
+def translated() -> Iterator[None]:
+    """Driver errors leave as the domain errors they mean; real faults as they are."""
     try:
-        async with pool.acquire() as conn:
-            yield cast(asyncpg.Connection, conn)
+        yield
     except errors.DomainError:
         raise
     except Exception as exc:
@@ -166,6 +165,14 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         if mapped is None:
             raise
         raise mapped from exc
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; driver errors leave as domain errors."""
+    with translated():
+        async with pool.acquire() as conn:
+            yield cast(asyncpg.Connection, conn)
 
 
 async def in_transaction(

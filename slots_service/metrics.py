@@ -32,6 +32,19 @@ gate = Counter(
     ["result"],
     registry=registry,
 )
+book_batch_size = Histogram(
+    "slots_book_batch_size",
+    "Plain bookings decided in one transaction (group commit, group_commit.py).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=registry,
+)
+book_batches = Counter(
+    "slots_book_batches",
+    "Batches of bookings by how they ended: committed, rolled_back (then each decided alone),"
+    " failed (the connection was lost).",
+    ["outcome"],
+    registry=registry,
+)
 redis_up = Gauge(
     "slots_redis_up",
     "1 while Redis answers, 0 while degraded (the lowest of the live workers).",

@@ -12,7 +12,8 @@ from .catalog import Catalog
 from .clock import Clock, RealClock, TestClock
 from .config import Settings
 from .counters import Counters
-from .db import create_pool
+from .db import create_pool, queries
+from .group_commit import GroupCommit
 from .horizon import Days
 from .seats import Seats
 
@@ -25,6 +26,7 @@ class Runtime:
     clock: Clock
     seats: Seats
     days: Days
+    bookings: GroupCommit  # the plain bookings' `book` statements, decided in batches
 
     @property
     def tz(self) -> ZoneInfo:
@@ -54,9 +56,13 @@ class Runtime:
             await pool.close()
             await counters.close()
             raise
-        return cls(settings, pool, catalog, clock, seats, Days(pool, seats, settings))
+        bookings = GroupCommit(
+            pool, queries["book"], settings.book_batch_max, settings.book_batch_in_flight
+        )
+        return cls(settings, pool, catalog, clock, seats, Days(pool, seats, settings), bookings)
 
     async def close(self) -> None:
+        await self.bookings.finish()
         await self.seats.finish_background()
         await self.catalog.close()
         await self.counters.close()

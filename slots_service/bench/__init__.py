@@ -145,6 +145,8 @@ API_OF = {
 # The caller's settings that reach the API: they tune it, they change no rule.
 _TUNING = {
     "SLOTS_DB_POOL_SIZE",
+    "SLOTS_BOOK_BATCH_MAX",
+    "SLOTS_BOOK_BATCH_IN_FLIGHT",
     "SLOTS_REDIS_TIMEOUT_S",
     "SLOTS_LOG_LEVEL",
 }

@@ -4,7 +4,9 @@ with exactly one booking, and every committed booking's stored answer is replaye
 
 The kill is staged so that all three fates of a request happen every run: answered before the
 kill; committed by Postgres after its process died (never answered); and claimed but never
-committed (its backend gone too), whose key the retry takes over once the lease has lapsed.
+committed (its backend gone too, or its batch never sent), whose key the retry takes over once
+the lease has lapsed. Twice: each booking its own transaction (batches of one), and with group
+commit as deployed, where a batch commits or dies whole.
 """
 
 from __future__ import annotations
@@ -43,8 +45,18 @@ ROOMY = {
 }
 
 
+# Group commit off (every booking its own statement and backend), or as deployed.
+ALONE = {"SLOTS_BOOK_BATCH_MAX": "1", "SLOTS_BOOK_BATCH_IN_FLIGHT": "30"}
+BATCHED: dict[str, str] = {}
+
+
+@pytest.fixture(params=["alone", "batched"])
+def batching(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def serve(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Any]:
+def serve(database_url: str, redis_url: str, tmp_path: Path, batching: str) -> Iterator[Any]:
     """Start `slots-service serve` (two granian workers, its own process group) on demand;
     whatever is still running at the end is killed."""
     started: list[serving.Served] = []
@@ -57,6 +69,7 @@ def serve(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Any]:
             # every request of the crowd holds a connection at once
             SLOTS_DB_POOL_SIZE="30",
             SLOTS_IDEMPOTENCY_LEASE_SECONDS=str(LEASE_S),
+            **(ALONE if batching == "alone" else BATCHED),
         )
         started.append(served)
         return served
@@ -94,7 +107,7 @@ async def retry_until_answered(
 
 
 async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
-    serve: Any, database_url: str
+    serve: Any, database_url: str, batching: str
 ) -> None:
     bodies = [booking_body(person(), WEDNESDAY, "09:00") for _ in range(CROWD)]
     keys = [f"kill-{i}" for i in range(CROWD)]
@@ -129,19 +142,30 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
                         "SELECT count(*) FROM pg_stat_activity"
                         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
                     )
-                    return bool(waiting == CROWD - BEFORE_KILL)
+                    if batching == "alone":  # every request's statement waits on its own
+                        return bool(waiting == CROWD - BEFORE_KILL)
+                    # every request claimed its key; batches (two or more) wait on the row
+                    claimed = await db.fetchval(
+                        "SELECT count(*) FROM idempotency_keys WHERE outcome IS NULL"
+                    )
+                    return bool(claimed == CROWD - BEFORE_KILL and waiting >= 2)
 
                 await eventually(queued, "the crowd to queue on the window")
                 api.kill()  # SIGKILL the API's whole process group
                 lost = await asyncio.gather(*crowd, return_exceptions=True)
                 assert all(isinstance(r, httpx.TransportError) for r in lost), lost
-                # Half the dead requests' statements die too; the other half commit unanswered.
+                # Half the dead requests' statements (or batches) die too; the other half
+                # commit unanswered.
+                waiting = await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
                 await db.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ("
                     " SELECT pid FROM pg_stat_activity"
                     " WHERE datname = current_database() AND wait_event_type = 'Lock'"
                     " ORDER BY pid LIMIT $1)",
-                    (CROWD - BEFORE_KILL) // 2,
+                    waiting // 2,
                 )
                 await lock.commit()
             finally:
@@ -160,7 +184,9 @@ async def test_bookings_retried_after_a_sigkill_end_with_one_booking_each(
         )
         committed = await db.fetchval("SELECT count(*) FROM bookings")
         # Both fates happened: claims left without an answer, and bookings nobody was told of.
-        assert unanswered == (CROWD - BEFORE_KILL) // 2
+        if batching == "alone":
+            assert unanswered == (CROWD - BEFORE_KILL) // 2
+        assert 0 < unanswered < CROWD - BEFORE_KILL
         assert committed == CROWD - unanswered
 
         base = serve().base  # the same database and Redis

@@ -1,0 +1,133 @@
+"""Group commit: the plain bookings that arrive together, decided in one transaction.
+
+A plain booking (a person alone, not inside another transaction) is one `book` statement
+(queries.sql). Under load, many of them wait for Postgres at once, and each paying for its own
+transaction (its commit, its WAL flush, its round trip) is much of what Postgres spends on it.
+So while a batch is in Postgres, the bookings that arrive queue, and the next batch takes them
+all (at most `max_batch`): one pipeline of their statements (asyncpg `fetchmany`: a Bind and an
+Execute per booking, then one Sync), which Postgres runs as one implicit transaction, with one
+commit for all. At low load a booking finds a free slot and is sent at once, alone.
+
+What each booking keeps:
+- **All or nothing, its own rules.** Each is still its own `book` statement; it sees the
+  bookings before it in the batch as done (the same transaction), and other transactions as it
+  always did.
+- **Acknowledged only after the commit.** Every caller's answer waits for the batch's commit.
+- **A statement that raises rolls the whole batch back.** This happens on a race that a unique
+  index caught, a deadlock, or a value Postgres cannot store. Then every booking of the batch is
+  decided alone (`decide` answers None), as if no batch had been tried: nothing of it was
+  committed.
+- **A lost connection fails every booking of the batch**, as it would have failed each alone.
+
+A batch locks its windows in one order (office, day, start), so two batches, of this process or
+another, never deadlock on windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import asyncpg
+
+from . import metrics
+from .db import translate
+
+# Errors after which nothing of a batch was committed: Postgres refused a statement (the
+# implicit transaction was rolled back), or a parameter could not even be encoded (nothing sent:
+# asyncpg's client-side DataError, which its SQLSTATE class of the same name hides).
+_NOT_COMMITTED = (asyncpg.PostgresError, asyncpg.exceptions._base.DataError)
+
+
+class _Waiting(NamedTuple):
+    order: tuple[object, ...]  # the lock order: (office_id, day, start)
+    args: Sequence[object]
+    answer: asyncio.Future[asyncpg.Record | None]
+
+
+class GroupCommit:
+    """One statement's batches in one process: at most `in_flight` in Postgres at a time."""
+
+    def __init__(self, pool: asyncpg.Pool, query: str, max_batch: int, in_flight: int) -> None:
+        if max_batch < 1 or in_flight < 1:
+            raise ValueError("a batch holds at least one statement, and one batch runs")
+        self._pool = pool
+        self._query = query
+        self._max_batch = max_batch
+        self._in_flight = in_flight
+        self._waiting: list[_Waiting] = []
+        self._running: set[asyncio.Task[None]] = set()
+        self._send_soon = False
+
+    async def decide(
+        self, order: tuple[object, ...], args: Sequence[object]
+    ) -> asyncpg.Record | None:
+        """The statement's row for `args`, committed with whoever else waits now; None when the
+        batch was rolled back whole (a statement of it raised): decide it alone."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[asyncpg.Record | None] = loop.create_future()
+        self._waiting.append(_Waiting(order, args, answer))
+        if not self._send_soon and len(self._running) < self._in_flight:
+            # On the next turn of the loop: the requests read in this turn join the batch.
+            self._send_soon = True
+            loop.call_soon(self._send)
+        return await answer
+
+    def _send(self) -> None:
+        self._send_soon = False
+        while self._waiting and len(self._running) < self._in_flight:
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._send()
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        live = [w for w in batch if not w.answer.done()]  # callers gone are left out
+        try:
+            if live:
+                await self._decide(sorted(live, key=lambda w: w.order))
+        finally:  # never a caller left waiting, whatever went wrong here (a bug)
+            for w in live:
+                if not w.answer.done():
+                    w.answer.set_exception(AssertionError("the batch gave no row for this"))
+
+    async def _decide(self, live: list[_Waiting]) -> None:
+        metrics.book_batch_size.observe(len(live))
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetchmany(self._query, [w.args for w in live])
+        except _NOT_COMMITTED:  # rolled back whole, or never sent: decided alone
+            metrics.book_batches.labels("rolled_back").inc()
+            for w in live:
+                _answer(w.answer, None)
+        except BaseException as exc:  # the connection, or this task, is gone: fail them all
+            metrics.book_batches.labels("failed").inc()
+            for w in live:
+                if w.answer.done():
+                    continue
+                if isinstance(exc, Exception):
+                    w.answer.set_exception(translate(exc) or exc)
+                else:
+                    w.answer.cancel()
+            if not isinstance(exc, Exception):  # cancelled: this task ends so too
+                raise
+        else:
+            metrics.book_batches.labels("committed").inc()
+            for w, row in zip(live, rows, strict=False):
+                _answer(w.answer, row)
+
+    async def finish(self) -> None:
+        """At shutdown: the batches in Postgres end before the pool closes."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _answer(answer: asyncio.Future[asyncpg.Record | None], row: asyncpg.Record | None) -> None:
+    if not answer.done():  # its caller may have gone (cancelled) meanwhile
+        answer.set_result(row)
