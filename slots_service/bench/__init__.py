@@ -100,7 +100,7 @@ from .catalog import (
 )
 from .ceilings import Durations
 from .limits import Limits, read_limits
-from .procs import raise_open_files, run_loadgen, stop_group
+from .procs import CODE_ROOT, raise_open_files, run_loadgen, stop_group
 from .report import Scenario, issue_json, scenario_lines, summary_json, summary_table
 from .stats import CpuMeter, parse_metrics, scan_log, server_side
 
@@ -364,6 +364,7 @@ class Bench:
                 argv = profiling.wrap(argv, self.profiles[-1])
             self.api = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
                 argv,
+                cwd=CODE_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -391,6 +392,7 @@ class Bench:
             log_file.flush()
             self.scheduler = subprocess.Popen(
                 [sys.executable, "-m", "slots_service", "scheduler"],
+                cwd=CODE_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 
@@ -26,10 +27,17 @@ def stop_group(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: floa
         proc.wait(5)
 
 
+# Where this package was imported from. Every child (`python -m slots_service ...`) runs there:
+# `-m` puts the working directory first on sys.path, so a child started from another checkout
+# would measure that checkout's code, whatever PYTHONPATH says.
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
 def run_loadgen(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Run the load generator (loadgen.py) in its own process on `spec`; its result."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "slots_service.bench.loadgen"],
+        cwd=CODE_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         process_group=0,  # Ctrl-C is ours to handle: it is stopped below, in order

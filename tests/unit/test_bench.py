@@ -378,3 +378,12 @@ def test_profile_summary_counts_own_and_inclusive_time(tmp_path: Path) -> None:
     argv = profile.wrap(["python", "-m", "slots_service", "serve"], tmp_path / "out.txt")
     assert argv[1:3] == ["record", "--subprocesses"]
     assert argv[-4:] == ["python", "-m", "slots_service", "serve"]
+
+
+def test_the_bench_children_import_the_code_the_bench_runs() -> None:
+    """`python -m` puts the working directory first on sys.path: the children start where
+    this package was imported from, so they run its code whatever the caller's directory."""
+    import slots_service
+    from slots_service.bench.procs import CODE_ROOT
+
+    assert (CODE_ROOT / "slots_service" / "__init__.py").samefile(slots_service.__file__)

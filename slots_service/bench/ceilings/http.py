@@ -18,7 +18,7 @@ from typing import IO, Any
 import httpx
 
 from ...devservers import die_with_parent, free_port
-from ..procs import run_loadgen, stop_group
+from ..procs import CODE_ROOT, run_loadgen, stop_group
 from .common import Ceiling, Durations, Progress
 
 KEYS = ("L_http_get", "L_http_post")
@@ -35,6 +35,7 @@ def measure(durations: Durations, log: IO[str], progress: Progress) -> list[Ceil
     log.flush()
     server = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
         [sys.executable, "-m", "slots_service.bench.ceilings.app", str(port)],
+        cwd=CODE_ROOT,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
