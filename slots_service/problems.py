@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from litestar.types import TypeEncodersMap
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 _encode = msgspec.json.Encoder().encode
 PROBLEM = "application/problem+json"
 
@@ -127,17 +129,21 @@ _ENCODED: dict[tuple[type[errors.DomainError], str], bytes] = {}
 _ENCODED_MAX = 512
 
 
+def _kept(kept: dict[K, V], key: K, make: Callable[[], V]) -> V:
+    """`make()`, made once per key while `kept` holds fewer than _ENCODED_MAX."""
+    found = kept.get(key)
+    if found is None:
+        found = make()
+        if len(kept) < _ENCODED_MAX:
+            kept[key] = found
+    return found
+
+
 def constant_body(exc: errors.DomainError) -> bytes:
     """problem_body(exc), encoded once per kind and detail when it carries no extra members."""
     if exc.extra:
         return problem_body(exc)
-    key = (type(exc), exc.detail)
-    body = _ENCODED.get(key)
-    if body is None:
-        body = problem_body(exc)
-        if len(_ENCODED) < _ENCODED_MAX:
-            _ENCODED[key] = body
-    return body
+    return _kept(_ENCODED, (type(exc), exc.detail), lambda: problem_body(exc))
 
 
 def on_domain_error(_: Request[Any, Any, Any], exc: errors.DomainError) -> Response[bytes]:
@@ -200,12 +206,7 @@ def refusal(exc: errors.DomainError) -> Refusal:
     if exc.extra:
         return Refusal(exc)
     key = (type(exc), exc.detail, tuple(headers(exc).items()))
-    found = _REFUSALS.get(key)
-    if found is None:
-        found = Refusal(exc)
-        if len(_REFUSALS) < _ENCODED_MAX:
-            _REFUSALS[key] = found
-    return found
+    return _kept(_REFUSALS, key, lambda: Refusal(exc))
 
 
 def _validation_detail(exc: ValidationException) -> str:
