@@ -10,15 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import (
     ASGIApp,
-    Empty,
     HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
     Message,
@@ -28,8 +26,9 @@ from litestar.types import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import availability, drain, errors, metrics, openapi, problems, routes
+from . import availability, drain, fast_booking, metrics, openapi, problems, routes
 from .auth import Keys
+from .bodies import StrictRequest
 from .config import Settings
 from .db import queries
 from .jobs import Scheduler
@@ -165,7 +164,10 @@ def latency_middleware(app: ASGIApp) -> ASGIApp:
         rt: Runtime | None = getattr(scope["app"].state, "rt", None)
         if key is None or rt is None:
             try:
-                await app(scope, receive, send_wrapper)
+                if rt is not None and rt.settings.booking_fast_path and fast_booking.handles(scope):
+                    await fast_booking.answer(app, scope, receive, send_wrapper)
+                else:
+                    await app(scope, receive, send_wrapper)
             finally:
                 observe()  # no answer was sent (the client went away, or a fault)
             return
@@ -223,58 +225,6 @@ def _availability_key(scope: Scope) -> tuple[str, bytes, bytes] | None:
             authorization = value
             break
     return scope["path"], scope.get("query_string", b""), authorization
-
-
-class StrictRequest(Request[Any, Any, Any]):
-    """A request whose JSON body is decoded once, strictly, into the handler's Struct.
-
-    Litestar would decode to builtins and then convert laxly (`"3"` to 3, `1` to true); API.md
-    answers wrong types with 400. The Struct decoded here is what Litestar hands the handler
-    (its conversion passes a value of the right type through untouched)."""
-
-    async def json(self) -> Any:
-        data = self.route_handler.parsed_fn_signature.parameters.get("data")
-        if data is None:
-            return await super().json()
-        if self._json is Empty:
-            body = await self.body()
-            annotation = data.annotation
-            self._json = _strict(_decoder(annotation), body, annotation) if body else None
-        return self._json
-
-
-_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(annotation: Any) -> msgspec.json.Decoder[Any]:
-    found = _decoders.get(annotation)
-    if found is None:
-        found = _decoders[annotation] = msgspec.json.Decoder(annotation)
-    return found
-
-
-def _strict(decoder: msgspec.json.Decoder[Any], body: bytes, annotation: Any) -> Any:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        # JSON Schema, and so the OpenAPI document, counts `3.0` as an integer; msgspec's
-        # strict decoding does not. Tried only once the strict decode refused the body.
-        try:
-            return msgspec.convert(_whole_numbers(msgspec.json.decode(body)), annotation)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            raise errors.InvalidRequest(f"data: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise errors.InvalidRequest(f"JSON is malformed: {exc}") from None
-
-
-def _whole_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [_whole_numbers(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
-    return value
 
 
 def create_app(settings: Settings) -> Litestar:

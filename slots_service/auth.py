@@ -54,8 +54,18 @@ def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
     """The caller of a request (Unauthorized without a known key): one hash and one look-up,
     asked again where a handler needs it rather than kept in the request's state (a State
     object and its lock per request)."""
-    keys: Keys = connection.app.state.api_keys
-    return keys.caller(_authorization(connection.scope))
+    return caller_in(connection.app.state.api_keys, connection.scope)
+
+
+def caller_in(keys: Keys, scope: Any) -> Caller:
+    """The caller of the request of an ASGI scope (Unauthorized without a known key)."""
+    return keys.caller(_authorization(scope))
+
+
+def allow(caller: Caller, wanted: frozenset[str]) -> None:
+    """Forbidden unless the caller's key holds one of the scopes `wanted`."""
+    if not caller.scopes & wanted:
+        raise errors.Forbidden(f"this key needs one of the scopes {sorted(wanted)}")
 
 
 def requires(*any_of: str) -> Guard:
@@ -63,8 +73,7 @@ def requires(*any_of: str) -> Guard:
     wanted = frozenset(any_of)
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if not caller_of(connection).scopes & wanted:
-            raise errors.Forbidden(f"this key needs one of the scopes {sorted(wanted)}")
+        allow(caller_of(connection), wanted)
 
     return guard
 

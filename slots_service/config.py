@@ -93,6 +93,8 @@ class Settings:
     # many in one, and this many batches in Postgres at a time per process.
     book_batch_max: int = 64
     book_batch_in_flight: int = 2
+    # POST /v1/bookings answered by fast_booking.py (off: by the Litestar route alone).
+    booking_fast_path: bool = True
     redis_timeout_s: float = 0.5
     # Run on a Redis whose maxmemory-policy may evict counters (warned, /readyz "evicting").
     redis_allow_eviction: bool = False
@@ -238,6 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scheduler_in_process=env.get("SLOTS_SCHEDULER_IN_PROCESS", "").lower() in _TRUE,
         redis_timeout_s=float(env.get("SLOTS_REDIS_TIMEOUT_S", Settings.redis_timeout_s)),
         redis_allow_eviction=env.get("SLOTS_REDIS_ALLOW_EVICTION", "").lower() in _TRUE,
+        booking_fast_path=env.get("SLOTS_BOOKING_FAST_PATH", "1").lower() in _TRUE,
         horizon_opens_at=_hhmm(env, "SLOTS_HORIZON_OPENS_AT", Settings.horizon_opens_at),
         one_phone_per_identity=env.get("SLOTS_ONE_PHONE_PER_IDENTITY", "1").lower() in _TRUE,
         party_members_required=env.get("SLOTS_PARTY_MEMBERS_REQUIRED", "").lower() in _TRUE,

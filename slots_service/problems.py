@@ -195,6 +195,11 @@ class Refusal(Response[Any]):
             )
         return self._answer
 
+    @property
+    def asgi(self) -> ASGIResponse:
+        """The answer as an ASGI app, what `to_asgi_response` gives."""
+        return self._answer
+
 
 # Refusals that carry nothing of their request, built once: a crowd's `slot_full` is the same
 # answer every time. Bounded, since a detail may name values.
@@ -239,14 +244,20 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[byt
     return _response(problem(status, code, title, detail), status, headers)
 
 
+_UNEXPECTED = problem(
+    500, "internal_error", "Internal error", "an unexpected error; see the service logs"
+)
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log_fault(log, "unhandled error", exc)
-    return _response(
-        problem(
-            500, "internal_error", "Internal error", "an unexpected error; see the service logs"
-        ),
-        500,
-    )
+    return _response(_UNEXPECTED, 500)
+
+
+def unexpected(exc: Exception) -> ASGIResponse:
+    """on_unexpected's answer, for a path that answers without Litestar's handlers."""
+    log_fault(log, "unhandled error", exc)
+    return ASGIResponse(body=_UNEXPECTED, status_code=500, media_type=PROBLEM)
 
 
 handlers: dict[type[Exception] | int, Any] = {

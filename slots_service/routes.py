@@ -33,7 +33,7 @@ from . import (
     people,
     waitlist,
 )
-from .auth import Route, caller_of, requires
+from .auth import Caller, Route, caller_of, requires
 from .clock import TestClock
 from .models import (
     HHMM_PATTERN,
@@ -71,7 +71,7 @@ from .models import (
     WaiveIn,
     WindowOut,
 )
-from .problems import raises, refusal
+from .problems import Refusal, raises, refusal
 from .render import instant
 from .runtime import Runtime
 
@@ -113,7 +113,8 @@ WaitlistIdPath = Annotated[
 ADMIN = [requires("admin")]
 READ = [requires("bookings:read")]
 READ_OR_ADMIN = [requires("bookings:read", "admin")]
-WRITE = [requires("bookings:write")]
+BOOKING_WRITERS = frozenset({"bookings:write"})
+WRITE = [requires(*BOOKING_WRITERS)]
 
 
 async def provide_runtime(state: State) -> Runtime:
@@ -385,24 +386,31 @@ async def create_booking(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[BookingOut]:
     """Book `party_size` seats in a window. Retries with the same Idempotency-Key replay."""
-    # A refusal is answered from here (problems.Refusal), not raised through Litestar: the
-    # sold-out crowd's 409 is most of what this route answers. The runtime is read from the
-    # app's state, not resolved as a dependency (~5 % of a sold-out booking).
-    rt: Runtime = request.app.state.rt
+    # The runtime is read from the app's state, not resolved as a dependency (~5 % of a
+    # sold-out booking). Most requests of this route never get here: fast_booking.py answers
+    # them with the same make_booking, without the framework's per-request machinery.
+    made = await make_booking(request.app.state.rt, caller_of(request), data, idempotency_key)
+    return made if isinstance(made, Refusal) else Response(made)
+
+
+async def make_booking(
+    rt: Runtime, caller: Caller, data: BookingIn, idempotency_key: str | None
+) -> BookingOut | Refusal:
+    """What POST /v1/bookings answers once its caller is known and its body decoded: the
+    booking, or its refusal answered as is (problems.Refusal), not raised through Litestar (the
+    sold-out crowd's 409 is most of what this route answers)."""
     try:
         now = await rt.clock.now()
-        made = await booking.book(rt, data, now, await _keyed(rt, request, data, idempotency_key))
+        return await booking.book(rt, data, now, await _keyed(rt, caller, data, idempotency_key))
     except errors.DomainError as exc:
         return refusal(exc)
-    return Response(made)
 
 
 async def _keyed(
-    rt: Runtime, request: Request[Any, Any, Any], data: object, idempotency_key: str | None
+    rt: Runtime, caller: Caller, data: object, idempotency_key: str | None
 ) -> idempotency.Keyed | None:
     """The caller's per-key rate limit, then the request's Idempotency-Key, if it has one."""
     if rt.settings.rate_limit_per_key_per_minute:
-        caller = caller_of(request)
         wait = await rt.counters.over_limit(
             "key:" + caller.key_hash.hex(), rt.settings.rate_limit_per_key_per_minute, 60
         )
@@ -410,7 +418,6 @@ async def _keyed(
             raise errors.RateLimited(wait)
     if idempotency_key is None:
         return None
-    caller = caller_of(request)
     return idempotency.Keyed(
         caller.key_hash,
         idempotency.validate_key(idempotency_key),
@@ -538,7 +545,8 @@ async def create_entry(
 ) -> EntryOut:
     """Enter the draw that releases a new day of an office in lottery mode."""
     now = await rt.clock.now()
-    return await entries.enter(rt, data, now, await _keyed(rt, request, data, idempotency_key))
+    keyed = await _keyed(rt, caller_of(request), data, idempotency_key)
+    return await entries.enter(rt, data, now, keyed)
 
 
 @get("/v1/entries/{entry_id:str}", guards=READ, tags=["lottery"], responses=raises(errors.NotFound))
@@ -612,7 +620,8 @@ async def join_waitlist(
     """Wait for seats of a service at an office within a range of days (booked at once when
     a window there has seats)."""
     now = await rt.clock.now()
-    return await waitlist.join(rt, data, now, await _keyed(rt, request, data, idempotency_key))
+    keyed = await _keyed(rt, caller_of(request), data, idempotency_key)
+    return await waitlist.join(rt, data, now, keyed)
 
 
 @get(

@@ -8,6 +8,7 @@ import itertools
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,21 +70,30 @@ def _database(url: str, name: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
-@pytest.fixture
-async def database_url(servers: DevServers) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test (~20 ms: a file copy of the template)."""
+@asynccontextmanager
+async def fresh_database(servers: DevServers) -> AsyncIterator[str]:
+    """A fresh, migrated database (~20 ms: a file copy of the template), dropped after."""
     name = f"t_{os.getpid()}_{next(_numbers)}"
     admin = await asyncpg.connect(servers.database_url)
     try:
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
     finally:
         await admin.close()
-    yield _database(servers.database_url, name)
-    admin = await asyncpg.connect(servers.database_url)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        yield _database(servers.database_url, name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(servers.database_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def database_url(servers: DevServers) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    async with fresh_database(servers) as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "slots_service"
-WEB = {"app", "routes", "problems", "auth", "openapi"}
+WEB = {"app", "routes", "fast_booking", "bodies", "problems", "auth", "openapi"}
 RULES = {
     "booking",
     "leaving",
