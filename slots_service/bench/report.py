@@ -143,6 +143,8 @@ def scenario_lines(s: Scenario, limits: Limits | None) -> str:
             if s.server.get(what):
                 counts = ", ".join(f"{k} {v}" for k, v in s.server[what].items())
                 line += f"; {what}: {counts}"
+        if s.server.get("batches"):
+            line += f"; batches {s.server['batches']}, mean {s.server['batch_mean']} bookings"
     cpu = s.result.get("cpu_cores") or {}
     if cpu:
         line += "\n  cores busy: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())

@@ -16,16 +16,20 @@ from typing import Any
 
 # ---------------------------------------------------------------- the API's /metrics
 
-_METRICS = ("slots_redis_gate_total{", "slots_bookings_total{", "slots_http_request_duration_")
+_METRICS = (
+    "slots_redis_gate_total{",
+    "slots_bookings_total{",
+    "slots_http_request_duration_",
+    "slots_book_batch_size_",
+)
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """The samples of the gate, booking-outcome and HTTP-latency series, by `name{labels}`."""
+    """The samples of the gate, booking-outcome, HTTP-latency and group-commit batch series,
+    by `name{labels}` (histogram buckets left out)."""
     found: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(_METRICS) and not line.startswith(
-            "slots_http_request_duration_seconds_bucket"
-        ):
+        if line.startswith(_METRICS) and "_bucket{" not in line:
             key, _, value = line.rpartition(" ")
             with suppress(ValueError):
                 found[key] = float(value)
@@ -34,7 +38,8 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 def server_side(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, Any]:
     """What the API itself counted between two scrapes: gate answers, booking outcomes, and
-    its own mean handling time (ms) of the requests (not /metrics, /readyz)."""
+    its own mean handling time (ms) of the requests (not /metrics, /readyz), and the group
+    commit's batches: how many, and their mean size in bookings."""
 
     def deltas(prefix: str) -> dict[str, int]:
         out = {}
@@ -53,7 +58,15 @@ def server_side(before: Mapping[str, float], after: Mapping[str, float]) -> dict
             total += value - before.get(key, 0.0)
         elif key.startswith("slots_http_request_duration_seconds_count"):
             count += value - before.get(key, 0.0)
+    batches = after.get("slots_book_batch_size_count", 0.0) - before.get(
+        "slots_book_batch_size_count", 0.0
+    )
+    batched = after.get("slots_book_batch_size_sum", 0.0) - before.get(
+        "slots_book_batch_size_sum", 0.0
+    )
     return {
+        "batches": int(batches),
+        "batch_mean": round(batched / batches, 1) if batches else None,
         "gate": deltas("slots_redis_gate_total{"),
         "outcomes": deltas("slots_bookings_total{"),
         "handled": int(count),

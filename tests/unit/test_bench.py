@@ -314,6 +314,9 @@ def test_server_side_counts_from_two_metrics_scrapes() -> None:
         'slots_http_request_duration_seconds_count{method="POST",route="/v1/bookings"} 10.0\n'
         'slots_http_request_duration_seconds_sum{method="GET",route="/metrics"} 0.5\n'
         'slots_http_request_duration_seconds_count{method="GET",route="/metrics"} 1.0\n'
+        'slots_book_batch_size_bucket{le="1.0"} 2.0\n'
+        "slots_book_batch_size_count 2.0\n"
+        "slots_book_batch_size_sum 2.0\n"
     )
     assert not any("_bucket" in key for key in before)
     after = dict(before)
@@ -324,7 +327,11 @@ def test_server_side_counts_from_two_metrics_scrapes() -> None:
     after['slots_http_request_duration_seconds_sum{method="POST",route="/v1/bookings"}'] = 4.0
     after['slots_http_request_duration_seconds_count{method="POST",route="/v1/bookings"}'] = 160.0
     after['slots_http_request_duration_seconds_sum{method="GET",route="/metrics"}'] = 9.0
+    after["slots_book_batch_size_count"] = 6.0  # 4 batches of 48 bookings in all
+    after["slots_book_batch_size_sum"] = 50.0
     assert benchstats.server_side(before, after) == {
+        "batches": 4,
+        "batch_mean": 12.0,
         "gate": {"taken": 50, "full": 100},
         "outcomes": {"created": 50, "slot_full": 100},
         "handled": 150,
