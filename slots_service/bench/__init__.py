@@ -151,7 +151,16 @@ _TUNING = {
     "SLOTS_LOG_LEVEL",
 }
 # Files `--data` may hold from an earlier bench run (anything else: refuse to wipe it).
-_OURS = {".slots-bench", "pg", "valkey", "postgres.log", "valkey.log", "api.log", "limits.log"}
+_OURS = {
+    ".slots-bench",
+    "pg",
+    "valkey",
+    "runtime",
+    "postgres.log",
+    "valkey.log",
+    "api.log",
+    "limits.log",
+}
 
 
 @dataclass
@@ -353,8 +362,14 @@ class Bench:
         """(Re)start the API on a new port as `config` says, and wait until it is ready."""
         self._stop_api()
         self.api_config, self.port = config, free_port()
-        # No drain: between scenarios nobody routes to the stopped API.
-        env = self._env_of(config) | {"SLOTS_PORT": str(self.port), "SLOTS_DRAIN_SECONDS": "0"}
+        # No drain: between scenarios nobody routes to the stopped API. Its runtime files under
+        # the bench's data directory (not the system's temp directory: an API stopped by a
+        # signal leaves them behind, and the next start clears them).
+        env = self._env_of(config) | {
+            "SLOTS_PORT": str(self.port),
+            "SLOTS_DRAIN_SECONDS": "0",
+            "SLOTS_RUNTIME_DIR": str(self.root / "runtime"),
+        }
         with self.api_log.open("ab") as log_file:
             log_file.write(f"=== bench: serve, {config.label()} ===\n".encode())
             log_file.flush()

@@ -60,8 +60,14 @@ def environment(database_url: str, redis_url: str, **env: str) -> dict[str, str]
 
 def serve(database_url: str, redis_url: str, log: Path, **env: str) -> Served:
     port = free_port()
-    # SLOTS_DRAIN_SECONDS 0: a test that drains says so
-    defaults = {"SLOTS_WORKERS": "2", "SLOTS_PORT": str(port), "SLOTS_DRAIN_SECONDS": "0"}
+    # SLOTS_DRAIN_SECONDS 0: a test that drains says so. The runtime directory beside the log,
+    # so that a server the test SIGKILLs leaves nothing behind in the system's temp directory.
+    defaults = {
+        "SLOTS_WORKERS": "2",
+        "SLOTS_PORT": str(port),
+        "SLOTS_DRAIN_SECONDS": "0",
+        "SLOTS_RUNTIME_DIR": str(log.parent / f"runtime-{port}"),
+    }
     full_env = environment(database_url, redis_url, **{**defaults, **env})
     with log.open("ab") as out:
         proc = subprocess.Popen(

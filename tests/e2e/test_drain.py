@@ -180,8 +180,13 @@ async def test_sigterm_under_load_drains_then_stops_with_nothing_half_written(
 def test_the_prestop_drain_turns_readyz_503_and_the_sigterm_after_it_stops_at_once(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
+    # The default runtime directory: the hook finds the server by its port alone.
     served = serving.serve(
-        database_url, redis_url, tmp_path / "serve.log", SLOTS_DRAIN_SECONDS="30"
+        database_url,
+        redis_url,
+        tmp_path / "serve.log",
+        SLOTS_DRAIN_SECONDS="30",
+        SLOTS_RUNTIME_DIR="",
     )
     try:
         assert httpx.get(served.base + "/readyz").status_code == 200
