@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
+    ADMIN_KEY,
     OFFICE_ID,
     SERVICE_ID,
     WEDNESDAY,
@@ -151,3 +152,65 @@ async def test_every_request_is_one_json_line_with_its_request_id(
     assert by_id[got.headers["x-request-id"]]["booking_id"] == booking_id
     requests = [r for r in lines if r["route"] != "unmatched"]
     assert len({r["request_id"] for r in requests}) == len(requests)  # one line per request
+
+
+async def _raw(base: str, head: list[str], parts: list[bytes]) -> tuple[int, dict[str, str], bytes]:
+    """One request written on a socket exactly so (header lines as given, the body in these
+    writes), and its answer: (status, headers, body)."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        for part in parts:
+            await writer.drain()
+            await asyncio.sleep(0.01)  # each part its own segment
+            writer.write(part)
+        await writer.drain()
+        status_line = await reader.readline()
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers["content-length"]))
+        return int(status_line.split()[1]), headers, body
+    finally:
+        writer.close()
+
+
+async def test_booking_requests_as_they_come_over_tcp(http: httpx.AsyncClient, server: str) -> None:
+    """POST /v1/bookings however a caller frames it: a body in several segments, a chunked
+    body (the route answers it, not the fast path), a repeated Idempotency-Key (the route's
+    reading of it), a stranger refused before the body is read."""
+    key = f"Authorization: Bearer {ADMIN_KEY}"
+    start = ["POST /v1/bookings HTTP/1.1", f"Host: {server.removeprefix('http://')}", key]
+    body = json.dumps(booking_body(person())).encode()
+    json_type = "Content-Type: application/json"
+    status, headers, got = await _raw(
+        server, [*start, json_type, f"Content-Length: {len(body)}"], [body[:20], body[20:]]
+    )
+    assert status == 201, got
+    assert headers["content-type"] == "application/json"
+    assert json.loads(got)["status"] == "booked"
+
+    body = json.dumps(booking_body(person())).encode()
+    chunks = [b"%x\r\n%s\r\n" % (len(c), c) for c in (body[:30], body[30:])] + [b"0\r\n\r\n"]
+    status, _, got = await _raw(server, [*start, json_type, "Transfer-Encoding: chunked"], chunks)
+    assert status == 201, got
+
+    body = json.dumps(booking_body(person())).encode()
+    repeated = ["Idempotency-Key: tcp-1", "Idempotency-Key: tcp-2"]
+    status, _, got = await _raw(
+        server, [*start, json_type, *repeated, f"Content-Length: {len(body)}"], [body]
+    )
+    again = await _raw(
+        server, [*start, json_type, *repeated, f"Content-Length: {len(body)}"], [body]
+    )
+    assert status == 201, got
+    assert again[0] == 201
+    assert json.loads(again[2])["id"] == json.loads(got)["id"]  # replayed, one booking
+
+    stranger = ["POST /v1/bookings HTTP/1.1", "Host: x", "Authorization: Bearer nobody"]
+    status, headers, got = await _raw(server, [*stranger, "Content-Length: 5"], [b"{oops"])
+    assert status == 401
+    assert headers["content-type"].startswith("application/problem+json")
+    assert json.loads(got)["code"] == "unauthorized"
