@@ -91,7 +91,7 @@ class Settings:
     db_pool_size: int = 20
     # Group commit (group_commit.py): plain bookings decided in one transaction, at most this
     # many in one, and this many batches in Postgres at a time per process.
-    book_batch_max: int = 16
+    book_batch_max: int = 64
     book_batch_in_flight: int = 2
     # POST /v1/bookings answered by fast_booking.py (off: by the Litestar route alone).
     booking_fast_path: bool = True

@@ -56,10 +56,44 @@ def _where(frame: str) -> str:
     return f"{match['name']} ({path})"
 
 
+# Each sample goes to the part of its frame nearest the top that belongs to one (the work a
+# frame does for a part below it is that part's); a sample with none is granian's, the event
+# loop's or the drivers' native code.
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Postgres: the driver and group commit", ("asyncpg/", "group_commit.py")),
+    ("the Redis gate", ("resp.py", "counters.py", "seats.py")),
+    (
+        "booking rules, the statement's values, the answer",
+        (
+            *("booking.py", "people.py", "horizon.py", "catalog.py", "party.py", "models.py"),
+            *("clock.py", "render.py", "events.py", "idempotency.py", "availability.py"),
+        ),
+    ),
+    (
+        "the route: caller, body, refusal (fast_booking, routes, problems)",
+        ("fast_booking.py", "routes.py", "bodies.py", "problems.py", "auth.py"),
+    ),
+    ("our middleware: access line, histogram", ("app.py", "logs.py", "metrics.py")),
+    ("Litestar", ("litestar/",)),
+)
+NATIVE = "granian, the event loop, native code"
+
+
+def part_of(frames: list[str]) -> str:
+    """The part a sample (its frames, outermost first, as `_where` names them) belongs to."""
+    for frame in reversed(frames):
+        path = frame.rsplit("(", 1)[-1].rstrip(")")
+        for name, marks in PARTS:
+            if any(path.startswith(m) if m.endswith("/") else path == m for m in marks):
+                return name
+    return NATIVE
+
+
 def summary(folded: Path, top: int = 25) -> str:
     """The functions that took the API's time, by own samples and by samples under them."""
     own: Counter[str] = Counter()
     under: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
     total = 0
     for line in folded.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -71,11 +105,14 @@ def summary(folded: Path, top: int = 25) -> str:
             continue
         total += n
         own[frames[-1]] += n
+        parts[part_of(frames)] += n
         for frame in set(frames):
             under[frame] += n
     if total == 0:
         return f"profile {folded}: no samples"
     lines = [f"profile {folded}: {total} samples while busy"]
+    lines.append("  by part:")
+    lines += [f"    {100 * n / total:5.1f} %  {name}" for name, n in parts.most_common()]
     lines.append("  own time (the frame on top):")
     lines += [f"    {100 * n / total:5.1f} %  {name}" for name, n in own.most_common(top)]
     lines.append("  time under (anywhere on the stack), this service's code:")

@@ -382,9 +382,23 @@ def test_profile_summary_counts_own_and_inclusive_time(tmp_path: Path) -> None:
     assert "75.0 %  _statement (booking.py)" in text  # own: 3 of 4
     assert "100.0 %  book (booking.py)" in text  # under: every sample
     assert "granian" not in text.split("this service's code:")[1]  # ours only
+    assert "100.0 %  booking rules, the statement's values, the answer" in text  # by part
     argv = profile.wrap(["python", "-m", "slots_service", "serve"], tmp_path / "out.txt")
     assert argv[1:3] == ["record", "--subprocesses"]
     assert argv[-4:] == ["python", "-m", "slots_service", "serve"]
+
+
+def test_a_profile_sample_belongs_to_the_part_nearest_its_top() -> None:
+    from slots_service.bench import profile
+
+    loop = "run (asyncio/events.py)"
+    asked = [loop, "answer (fast_booking.py)", "book (booking.py)", "execute (asyncpg/pool.py)"]
+    assert profile.part_of(asked) == "Postgres: the driver and group commit"
+    sent = [loop, "answer (fast_booking.py)", "send_body (litestar/response/base.py)"]
+    assert profile.part_of(sent) == "Litestar"
+    assert profile.part_of([loop, "answer (fast_booking.py)"]).startswith("the route")
+    assert profile.part_of([loop, "take (seats.py)", "call (resp.py)"]) == "the Redis gate"
+    assert profile.part_of(["spawn_main", loop]) == profile.NATIVE
 
 
 def test_the_bench_children_import_the_code_the_bench_runs() -> None:
