@@ -77,10 +77,13 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Litestar", ("litestar/",)),
 )
 NATIVE = "granian, the event loop, native code"
+STARTING = "start-up: imports"
 
 
 def part_of(frames: list[str]) -> str:
     """The part a sample (its frames, outermost first, as `_where` names them) belongs to."""
+    if any(frame.startswith("_find_and_load ") for frame in frames):  # an import
+        return STARTING
     for frame in reversed(frames):
         path = frame.rsplit("(", 1)[-1].rstrip(")")
         for name, marks in PARTS:

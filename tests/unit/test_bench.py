@@ -398,7 +398,9 @@ def test_a_profile_sample_belongs_to_the_part_nearest_its_top() -> None:
     assert profile.part_of(sent) == "Litestar"
     assert profile.part_of([loop, "answer (fast_booking.py)"]).startswith("the route")
     assert profile.part_of([loop, "take (seats.py)", "call (resp.py)"]) == "the Redis gate"
-    assert profile.part_of(["spawn_main", loop]) == profile.NATIVE
+    assert profile.part_of(["<module> (<string>)", "spawn_main", loop]) == profile.NATIVE
+    imported = ["<module> (app.py)", "_find_and_load (<frozen importlib._bootstrap>)"]
+    assert profile.part_of([*imported, "<module> (litestar/app.py)"]) == profile.STARTING
 
 
 def test_the_bench_children_import_the_code_the_bench_runs() -> None:
