@@ -76,8 +76,9 @@ async def answer(route: ASGIApp, scope: Scope, receive: Receive, send: Send) -> 
         await route(scope, _again(read, receive), send)
         return
     key = found.get(b"idempotency-key")
-    try:
-        made = await make_booking(state.rt, caller, data, None if key is None else key.decode())
+    try:  # a header's bytes read as Litestar reads them (Latin-1: any byte is a character)
+        key_text = None if key is None else key.decode("latin-1")
+        made = await make_booking(state.rt, caller, data, key_text)
     except Exception as exc:  # as Litestar's handler of the unexpected answers it
         await problems.unexpected(exc)(scope, receive, send)
         return

@@ -165,6 +165,7 @@ STEPS: list[tuple[str, Step, bool]] = [
     ("the key again", _json(booking_body(BOB), (IDEM, b"k-1")), True),
     ("the key, another body", _json(booking_body(CAROL), (IDEM, b"k-1")), True),
     ("a key too long", _json(booking_body(CAROL), (IDEM, b"k" * 300)), True),
+    ("a key of bytes not UTF-8", _json(booking_body(CAROL), (IDEM, b"k-\xff\xfe")), True),
     ("no key", _json(booking_body(CAROL), key=None), True),
     ("a reader's key", _json(booking_body(CAROL), key=READER_KEY), True),
     ("an unknown office", _json(_body(office_id="nowhere")), True),
