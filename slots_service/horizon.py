@@ -8,7 +8,6 @@ they mark them closed, so that lifting them needs no re-planning.
 from __future__ import annotations
 
 import asyncio
-import functools
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -42,19 +41,12 @@ def local_today(now: datetime, tz: ZoneInfo) -> date:
     return now.astimezone(tz).date()
 
 
-@functools.cache
-def _minutes(hhmm: str) -> int:
-    """Minutes after midnight of an `HH:MM` setting."""
-    hours, minutes = hhmm.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
 def horizon(now: datetime, tz: ZoneInfo, settings: Settings) -> tuple[date, date]:
     """First and last bookable date. The newest day opens at `horizon_opens_at` local time."""
     local = now.astimezone(tz)
     today = local.date()
     last = today + timedelta(days=settings.horizon_days)
-    if local.hour * 60 + local.minute < _minutes(settings.horizon_opens_at):
+    if local.hour * 60 + local.minute < minutes(settings.horizon_opens_at):
         last -= timedelta(days=1)
     return today + timedelta(days=settings.horizon_first_day), last
 
