@@ -6,6 +6,7 @@ while the unusual ones went to the route."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -37,7 +38,6 @@ from tests.conftest import (
 )
 
 _ID = re.compile(rb'"(id|booking_id)":"[A-Za-z0-9_-]+"')
-_LOCATION = re.compile(rb"/v1/bookings/[A-Za-z0-9_-]+")
 
 
 @asynccontextmanager
@@ -141,10 +141,12 @@ def _thirds(body: Any) -> list[bytes]:
     return [content[:third], content[third : 2 * third], content[2 * third :]]
 
 
+_others = itertools.count(9_100_000)
+
+
 def _body(**changes: Any) -> dict[str, Any]:
-    body = booking_body(person(9_100_000 + len(changes)))
-    body.update(changes)
-    return body
+    """A booking of a person of its own, with these members changed."""
+    return {**booking_body(person(next(_others))), **changes}
 
 
 ALICE = person(9_000_001)
@@ -152,8 +154,6 @@ BOB = person(9_000_002)
 CAROL = person(9_000_003)
 DAVE = person(9_000_004)
 ERIN = person(9_000_005)
-WRITER = {"Authorization": f"Bearer {WRITER_KEY}"}
-READER = {"Authorization": f"Bearer {READER_KEY}"}
 
 IDEM = b"idempotency-key"
 ADMIN = [_key(ADMIN_KEY)]
