@@ -145,6 +145,9 @@ def scenario_lines(s: Scenario, limits: Limits | None) -> str:
                 line += f"; {what}: {counts}"
         if s.server.get("batches"):
             line += f"; batches {s.server['batches']}, mean {s.server['batch_mean']} bookings"
+            ended = s.server.get("batch_outcomes") or {}
+            if set(ended) - {"committed"}:  # a batch rolled back or failed: say so
+                line += " (" + ", ".join(f"{k} {v}" for k, v in ended.items()) + ")"
     cpu = s.result.get("cpu_cores") or {}
     if cpu:
         line += "\n  cores busy: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())

@@ -21,6 +21,7 @@ _METRICS = (
     "slots_bookings_total{",
     "slots_http_request_duration_",
     "slots_book_batch_size_",
+    "slots_book_batches_total{",
 )
 
 
@@ -67,6 +68,8 @@ def server_side(before: Mapping[str, float], after: Mapping[str, float]) -> dict
     return {
         "batches": int(batches),
         "batch_mean": round(batched / batches, 1) if batches else None,
+        # committed, rolled_back (then decided alone), failed
+        "batch_outcomes": deltas("slots_book_batches_total{"),
         "gate": deltas("slots_redis_gate_total{"),
         "outcomes": deltas("slots_bookings_total{"),
         "handled": int(count),

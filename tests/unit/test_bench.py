@@ -329,9 +329,12 @@ def test_server_side_counts_from_two_metrics_scrapes() -> None:
     after['slots_http_request_duration_seconds_sum{method="GET",route="/metrics"}'] = 9.0
     after["slots_book_batch_size_count"] = 6.0  # 4 batches of 48 bookings in all
     after["slots_book_batch_size_sum"] = 50.0
+    after['slots_book_batches_total{outcome="committed"}'] = 3.0
+    after['slots_book_batches_total{outcome="rolled_back"}'] = 1.0
     assert benchstats.server_side(before, after) == {
         "batches": 4,
         "batch_mean": 12.0,
+        "batch_outcomes": {"committed": 3, "rolled_back": 1},
         "gate": {"taken": 50, "full": 100},
         "outcomes": {"created": 50, "slot_full": 100},
         "handled": 150,
