@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_bench.add_argument(
         "--scenarios",
-        default="book,hot,flash,availability,book-no-redis,flash-w2,availability-w2,crowd",
-        help="comma list of: book, hot, flash, availability, book-no-redis, flash-w2, "
-        "availability-w2 (SLOTS_WORKERS=2), crowd; also book-w2, hot-w2, lottery",
+        default="book,book-sql,hot,flash,availability,book-no-redis,flash-w2,availability-w2,crowd",
+        help="comma list of: book, book-sql (Postgres's side of book alone), hot, flash, "
+        "availability, book-no-redis, flash-w2, availability-w2 (SLOTS_WORKERS=2), crowd; "
+        "also book-w2, hot-w2, lottery",
     )
     p_bench.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     p_bench.add_argument(

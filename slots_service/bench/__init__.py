@@ -13,6 +13,10 @@ with the real Redis gate and Postgres arbiter behind it, in these scenarios:
   answers/s, and the run checks over HTTP that exactly `capacity` seats were sold.
 - `availability`: GET one day's windows of that office (days in turn); the figure is req/s.
 - `book-no-redis`: `book` again against an API started without REDIS_URL (Postgres alone).
+- `book-sql`: Postgres's side of `book` alone (statement.py): the `book` statement with a new
+  person's values, sent by the API's group commit from `--concurrency` callers in a process of
+  its own, no HTTP, no Redis, no rules in Python; bookings/s beside L_pg, and so how much of
+  L_pg the rules' statement itself leaves for the rest of the booking path.
 - `flash-w2`, `availability-w2`: `flash` (on a window of its own) and `availability` with
   SLOTS_WORKERS=2; `book-w2`, `hot-w2` (only when asked for): `book` and `hot` so.
 - `crowd`: the 00:00 release (crowd.py): a day of `--crowd-seats` seats that is not open yet,
@@ -91,6 +95,7 @@ from .catalog import (
     BIG_CAPACITY,
     HOT_CAPACITY,
     SERVICE_ID,
+    TIMEZONE,
     Catalog,
     call,
     check_big,
@@ -100,12 +105,13 @@ from .catalog import (
 )
 from .ceilings import Durations
 from .limits import Limits, read_limits
-from .procs import CODE_ROOT, raise_open_files, run_loadgen, stop_group
+from .procs import CODE_ROOT, raise_open_files, run_child, stop_group
 from .report import Scenario, issue_json, scenario_lines, summary_json, summary_table
 from .stats import CpuMeter, parse_metrics, scan_log, server_side
 
 SCENARIOS = (
     "book",
+    "book-sql",
     "hot",
     "flash",
     "availability",
@@ -288,11 +294,15 @@ class Bench:
             if name == "crowd":
                 scenario = self._crowd(settings.horizon_days, suffix)
                 checks.update(crowd_ok=scenario.result["crowd"]["ok"])
+            elif name == "book-sql":
+                scenario = self._statement(settings, catalog)
             else:
                 scenario = self._measure(name, catalog)
-            if name in ("book", "book-no-redis", "book-w2"):
+            if name in ("book", "book-sql", "book-no-redis", "book-w2"):
                 created_big += scenario.result["created_all"]
                 with self._client() as http:
+                    if name == "book-sql":  # booked in Postgres alone: the gate learns it
+                        call(http, "POST", "/v1/admin/jobs/reconcile")
                     checks["book_consistent"] = check_big(http, catalog, created_big, scenario)
             elif name in ("hot", "hot-w2"):
                 with self._client() as http:
@@ -532,7 +542,33 @@ class Bench:
                 spec["slots"] = catalog.slots
         return self._run_spec(name, spec, note)
 
-    def _run_spec(self, name: str, spec: dict[str, Any], note: str) -> Scenario:
+    def _statement(self, settings: Settings, catalog: Catalog) -> Scenario:
+        """`book-sql`: the big office's windows booked by statement.py, the API idle."""
+        spec: dict[str, Any] = {
+            "database_url": settings.database_url,
+            "pool_size": settings.db_pool_size,
+            "office_id": catalog.big,
+            "timezone": TIMEZONE,
+            "service_id": SERVICE_ID,
+            "tag": self.tag,
+            "first_person": self.next_person,
+            "pii_key": settings.pii_key.get(),
+            "one_phone_per_identity": settings.one_phone_per_identity,
+            "bookings_per_day": settings.bookings_per_day,
+            "active_per_service": settings.active_bookings_per_service,
+            "rebook_cooldown": settings.rebook_cooldown_minutes,
+            "batch_max": settings.book_batch_max,
+            "in_flight": settings.book_batch_in_flight,
+            "concurrency": int(self.args.concurrency),
+            "warmup": float(self.args.warmup),
+            "seconds": float(self.args.seconds),
+        }
+        note = "the `book` statement by group commit, no HTTP, no Redis (statement.py)"
+        return self._run_spec("book-sql", spec, note, child="statement")
+
+    def _run_spec(
+        self, name: str, spec: dict[str, Any], note: str, child: str = "loadgen"
+    ) -> Scenario:
         log_from, metrics_from = self._log_size(), self._metrics()
         if spec.get("total"):
             self.progress(
@@ -541,7 +577,7 @@ class Bench:
             )
         else:
             self.progress(f"scenario {name}: {spec['warmup']:g} s + {spec['seconds']:g} s ...")
-        result = self._loadgen(spec)
+        result = self._loadgen(spec, child)
         self.next_person += int(result["persons"])
         return Scenario(
             name,
@@ -644,10 +680,11 @@ class Bench:
         self.say(fairness.lines + errors)
         return fairness
 
-    def _loadgen(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """The load generator's result, with the cores each process tree kept busy."""
+    def _loadgen(self, spec: dict[str, Any], child: str = "loadgen") -> dict[str, Any]:
+        """The load generator's (or `child`'s) result, with the cores each process tree kept
+        busy."""
         meter = CpuMeter(self._server_pids())
-        found = run_loadgen(spec)
+        found = run_child(child, spec)
         found["cpu_cores"] = meter.stop(loadgen_cpu_s=float(found["cpu_s"]))
         found["cpu_s_by"] = {k: round(v, 3) for k, v in meter.seconds.items()}
         return found

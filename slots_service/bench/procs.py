@@ -33,15 +33,19 @@ def stop_group(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: floa
 CODE_ROOT = Path(__file__).resolve().parents[2]
 
 
-_LOADGEN = "import sys; from slots_service.bench.loadgen import main; sys.exit(main())"
+# What a child runs: the load generator (loadgen.py), or Postgres's side alone (statement.py).
+_CHILDREN = {
+    module: f"import sys; from slots_service.bench.{module} import main; sys.exit(main())"
+    for module in ("loadgen", "statement")
+}
 
 
-def run_loadgen(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the load generator (loadgen.py) in its own process on `spec`; its result."""
+def run_child(module: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Run `module` ("loadgen" or "statement") in its own process on `spec`; its result."""
     proc = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
         # Not `-m slots_service.bench.loadgen`: the package imports the module first, and
         # runpy warns that it then runs a second copy of it.
-        [sys.executable, "-c", _LOADGEN],
+        [sys.executable, "-c", _CHILDREN[module]],
         cwd=CODE_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -53,7 +57,7 @@ def run_loadgen(spec: Mapping[str, Any]) -> dict[str, Any]:
     finally:
         stop_group(proc, signal.SIGTERM)
     if proc.returncode != 0:
-        raise RuntimeError(f"the load generator failed (exit {proc.returncode})")
+        raise RuntimeError(f"the {module} child failed (exit {proc.returncode})")
     found: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return found
 

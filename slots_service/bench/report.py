@@ -15,6 +15,7 @@ from .stats import LogScan
 # The statuses that count towards a scenario's figure; anything else is "unexpected".
 EXPECTED: dict[str, tuple[str, ...]] = {
     "book": ("201",),
+    "book-sql": ("201",),
     "hot": ("201",),
     "flash": ("201", "409 slot_full"),
     "availability": ("200",),
@@ -27,6 +28,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 }
 UNITS = {
     "book": "bookings/s",
+    "book-sql": "bookings/s",
     "hot": "bookings/s",
     "flash": "answers/s",
     "book-no-redis": "bookings/s",
@@ -38,6 +40,7 @@ UNITS = {
 # Figure / baseline pairs printed as ratios: (scenario, limit key).
 RATIOS = (
     ("book", "L_pg"),
+    ("book-sql", "L_pg"),
     ("hot", "L_hot"),
     ("flash", "L_http_post"),
     ("availability", "L_http_get"),
@@ -51,6 +54,7 @@ RATIOS = (
 # The last line's keys (the issue's shape), by scenario.
 ISSUE_KEYS = {
     "book": "book",
+    "book-sql": "book_sql",
     "hot": "hot",
     "flash": "flash",
     "availability": "availability",
@@ -199,7 +203,7 @@ def issue_json(results: Mapping[str, Scenario], limits: Limits | None) -> str:
     found: dict[str, Any] = {
         key: whole(results[name].figure) if name in results else None
         for name, key in ISSUE_KEYS.items()
-        if key not in ("flash_w2", "availability_w2", "book_w2", "hot_w2")
+        if key not in ("book_sql", "flash_w2", "availability_w2", "book_w2", "hot_w2")
     }
     crowd = results.get("crowd")
     found["crowd"] = (
@@ -221,7 +225,7 @@ def issue_json(results: Mapping[str, Scenario], limits: Limits | None) -> str:
     found["limits"] = dict(limits or {})
     for name in ("flash-w2", "availability-w2"):
         found[ISSUE_KEYS[name]] = whole(results[name].figure) if name in results else None
-    for name in ("book-w2", "hot-w2"):  # only when asked for
+    for name in ("book-sql", "book-w2", "hot-w2"):  # only when run
         if name in results:
             found[ISSUE_KEYS[name]] = whole(results[name].figure)
     return json.dumps(found, separators=(", ", ": "))

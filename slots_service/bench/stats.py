@@ -121,7 +121,9 @@ def _children(pid: int) -> list[int]:
 
 
 def _tree_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of a process and all its descendants, by pid."""
+    """CPU seconds (user + system) of a process and all its descendants, by pid, each with
+    what its children that ended had used (a Postgres backend that came and went inside a
+    measurement is counted in the postmaster's)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     todo = [pid]
@@ -129,7 +131,7 @@ def _tree_cpu(pid: int) -> dict[int, float]:
         current = todo.pop()
         with suppress(OSError, ValueError, IndexError):
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            out[current] = (int(fields[11]) + int(fields[12])) / tick
+            out[current] = sum(int(v) for v in fields[11:15]) / tick
             todo += _children(current)
     return out
 
@@ -162,7 +164,8 @@ class CpuMeter:
         for name, pid in self.roots.items():
             before = self.before[name]
             now = _tree_cpu(pid)
-            self.seconds[name] = sum(v - before.get(p, 0.0) for p, v in now.items())
+            # a process gone since is in its parent's (the tree's) total now
+            self.seconds[name] = sum(now.values()) - sum(before.values())
             cores[name] = self.seconds[name] / wall
         cores["loadgen"] = loadgen_cpu_s / wall
         ours = sum(cores.values())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -340,6 +342,27 @@ def test_server_side_counts_from_two_metrics_scrapes() -> None:
         "handled": 150,
         "mean_ms": 20.0,  # 3 s over 150 requests; /metrics left out
     }
+
+
+def test_cpu_meter_counts_a_process_that_came_and_went_inside_the_measurement() -> None:
+    """As a Postgres backend of a connection opened and closed during a scenario: its CPU is
+    in its parent's total (reaped children), and the meter counts it."""
+    burn = "import time\nwhile time.process_time() < 0.3: pass"
+    parent = (
+        "import subprocess, sys; input(); subprocess.run([sys.executable, '-c', sys.argv[1]]);"
+        " print('ended', flush=True); input()"
+    )
+    argv = [sys.executable, "-c", parent, burn]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as tree:
+        assert tree.stdin is not None
+        assert tree.stdout is not None
+        meter = benchstats.CpuMeter({"tree": tree.pid})
+        tree.stdin.write(b"go\n")
+        tree.stdin.flush()
+        assert tree.stdout.readline() == b"ended\n"  # the child came, burnt and went
+        meter.stop(loadgen_cpu_s=0.0)
+        tree.communicate(b"\n")
+    assert meter.seconds["tree"] >= 0.3
 
 
 def test_scan_log_counts_errors_and_warnings_of_both_formats() -> None:

@@ -18,7 +18,7 @@ from typing import IO, Any
 import httpx
 
 from ...devservers import die_with_parent, free_port
-from ..procs import CODE_ROOT, run_loadgen, stop_group
+from ..procs import CODE_ROOT, run_child, stop_group
 from .common import Ceiling, Durations, Progress
 
 KEYS = ("L_http_get", "L_http_post")
@@ -66,7 +66,7 @@ def _wait_ready(server: subprocess.Popen[bytes], port: int) -> None:
 def _load(key: str, port: int, durations: Durations, progress: Progress) -> Ceiling:
     post = key == "L_http_post"
     progress(f"ceilings: {key}, loadgen.py {CONNECTIONS} connections, {durations.seconds:g} s ...")
-    result = run_loadgen(_spec(port, durations, post))
+    result = run_child("loadgen", _spec(port, durations, post))
     statuses: dict[str, int] = result["statuses"]
     ok = sum(n for status, n in statuses.items() if status.startswith("2"))
     what = "POST /v1/bookings into a msgspec Struct" if post else "GET /ping (tiny JSON)"
