@@ -45,6 +45,13 @@ book_batches = Counter(
     ["outcome"],
     registry=registry,
 )
+statistics_refreshed = Counter(
+    "slots_statistics_refreshed",
+    "Tables of the booking path ANALYZEd because they outgrew their planner statistics"
+    " (statistics.py).",
+    ["table"],
+    registry=registry,
+)
 redis_up = Gauge(
     "slots_redis_up",
     "1 while Redis answers, 0 while degraded (the lowest of the live workers).",

@@ -16,6 +16,7 @@ from .db import create_pool, queries
 from .group_commit import GroupCommit
 from .horizon import Days
 from .seats import Seats
+from .statistics import Statistics
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Runtime:
     seats: Seats
     days: Days
     bookings: GroupCommit  # the plain bookings' `book` statements, decided in batches
+    statistics: Statistics  # the planner's statistics kept up with the tables' growth
 
     @property
     def tz(self) -> ZoneInfo:
@@ -59,9 +61,13 @@ class Runtime:
         bookings = GroupCommit(
             pool, queries["book"], settings.book_batch_max, settings.book_batch_in_flight
         )
-        return cls(settings, pool, catalog, clock, seats, Days(pool, seats, settings), bookings)
+        statistics = Statistics(pool)
+        statistics.start()
+        days = Days(pool, seats, settings)
+        return cls(settings, pool, catalog, clock, seats, days, bookings, statistics)
 
     async def close(self) -> None:
+        await self.statistics.close()
         await self.bookings.finish()
         await self.seats.finish_background()
         await self.catalog.close()

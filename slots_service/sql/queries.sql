@@ -584,3 +584,48 @@ SELECT version FROM schema_migrations
 
 -- name: migration_applied
 INSERT INTO schema_migrations (version, name) VALUES ($1, $2)
+
+-- ---------------------------------------------------------------- planner statistics
+
+-- name: outgrown_statistics
+-- Of the tables named in $1, those now at least 4 times the pages (and 16 pages) their planner
+-- statistics were counted at: a plan cached while they were small may scan them whole. Only
+-- tables this user may ANALYZE (it owns them).
+SELECT t.name
+FROM unnest($1::text[]) AS t(name)
+JOIN pg_class c ON c.oid = to_regclass(t.name)
+WHERE pg_relation_size(c.oid) >= greatest(4 * greatest(c.relpages, 1), 16)::bigint
+    * current_setting('block_size')::bigint
+    AND pg_has_role(c.relowner, 'USAGE')
+
+-- name: try_xact_lock
+SELECT pg_try_advisory_xact_lock($1)
+
+-- The tables statistics.py keeps counted: what the booking path, the draw and the waitlist read
+-- by a key as they grow (`analyze_<table>`).
+-- name: analyze_people
+ANALYZE people
+
+-- name: analyze_bookings
+ANALYZE bookings
+
+-- name: analyze_booking_members
+ANALYZE booking_members
+
+-- name: analyze_events
+ANALYZE events
+
+-- name: analyze_idempotency_keys
+ANALYZE idempotency_keys
+
+-- name: analyze_entries
+ANALYZE entries
+
+-- name: analyze_entry_identities
+ANALYZE entry_identities
+
+-- name: analyze_waitlist
+ANALYZE waitlist
+
+-- name: analyze_waitlist_identities
+ANALYZE waitlist_identities
