@@ -91,6 +91,7 @@ from ..devservers import DevServers, die_with_parent, free_port
 from . import crowd as crowds
 from . import lottery as lotteries
 from . import profile as profiling
+from . import statement
 from .catalog import (
     BIG_CAPACITY,
     HOT_CAPACITY,
@@ -544,25 +545,17 @@ class Bench:
 
     def _statement(self, settings: Settings, catalog: Catalog) -> Scenario:
         """`book-sql`: the big office's windows booked by statement.py, the API idle."""
-        spec: dict[str, Any] = {
-            "database_url": settings.database_url,
-            "pool_size": settings.db_pool_size,
-            "office_id": catalog.big,
-            "timezone": TIMEZONE,
-            "service_id": SERVICE_ID,
-            "tag": self.tag,
-            "first_person": self.next_person,
-            "pii_key": settings.pii_key.get(),
-            "one_phone_per_identity": settings.one_phone_per_identity,
-            "bookings_per_day": settings.bookings_per_day,
-            "active_per_service": settings.active_bookings_per_service,
-            "rebook_cooldown": settings.rebook_cooldown_minutes,
-            "batch_max": settings.book_batch_max,
-            "in_flight": settings.book_batch_in_flight,
-            "concurrency": int(self.args.concurrency),
-            "warmup": float(self.args.warmup),
-            "seconds": float(self.args.seconds),
-        }
+        spec = statement.spec_of(
+            settings,
+            catalog.big,
+            TIMEZONE,
+            SERVICE_ID,
+            tag=self.tag,
+            first_person=self.next_person,
+            concurrency=int(self.args.concurrency),
+            warmup=float(self.args.warmup),
+            seconds=float(self.args.seconds),
+        )
         note = "the `book` statement by group commit, no HTTP, no Redis (statement.py)"
         return self._run_spec("book-sql", spec, note, child="statement")
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, cast
 
-from .procs import raise_open_files
+from .procs import child_main
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -362,16 +362,7 @@ def main() -> int:
     `kind`: "get" with `paths`, or "book" with `office_id`, `service_id`, `slots` ([date,
     start] pairs), `tag` and `first_person` (see `person`). A crowd adds `total` (requests
     in all; `seconds` is then its time limit) and may add `go` (a raw request sent first)."""
-    spec = json.loads(sys.stdin.read())
-    raise_open_files(int(spec["concurrency"]) + 256)
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(_drive(spec))
-    else:
-        result = uvloop.run(_drive(spec))
-    print(json.dumps(result), flush=True)
-    return 0
+    return child_main(_drive)
 
 
 if __name__ == "__main__":

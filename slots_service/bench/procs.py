@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,24 @@ def run_child(module: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"the {module} child failed (exit {proc.returncode})")
     found: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return found
+
+
+Drive = Callable[[Mapping[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def child_main(drive: Drive) -> int:
+    """A child's main: its spec as JSON on stdin, `drive` run on it (under uvloop when it is
+    there), the result printed as one JSON line."""
+    spec = json.loads(sys.stdin.read())
+    raise_open_files(int(spec["concurrency"]) + 256)
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(drive(spec))
+    else:
+        result = uvloop.run(drive(spec))
+    print(json.dumps(result), flush=True)
+    return 0
 
 
 def raise_open_files(wanted: int) -> int:

@@ -14,8 +14,6 @@ generator's shape (a booking committed counts as a "201", a refusal by its verdi
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,11 +23,13 @@ from zoneinfo import ZoneInfo
 
 from .. import people
 from ..booking import BookParams, new_booking_id
+from ..config import Settings
 from ..db import create_pool, queries
 from ..group_commit import GroupCommit
 from ..models import BookingOut, PersonOut
 from ..render import event_payload, hhmm, instant
 from .loadgen import latency_summary, person
+from .procs import child_main
 
 
 class Window(NamedTuple):
@@ -40,6 +40,28 @@ class Window(NamedTuple):
     end: time
     starts_at: datetime
     ends_at: datetime
+
+
+def spec_of(
+    settings: Settings, office_id: str, timezone: str, service_id: str, **run: Any
+) -> dict[str, Any]:
+    """The spec for `settings` (the API's: its pool, rules and batching) booking `office_id`;
+    `run` gives `tag`, `first_person`, `concurrency`, `warmup` and `seconds`."""
+    return {
+        "database_url": settings.database_url,
+        "pool_size": settings.db_pool_size,
+        "office_id": office_id,
+        "timezone": timezone,
+        "service_id": service_id,
+        "pii_key": settings.pii_key.get(),
+        "one_phone_per_identity": settings.one_phone_per_identity,
+        "bookings_per_day": settings.bookings_per_day,
+        "active_per_service": settings.active_bookings_per_service,
+        "rebook_cooldown": settings.rebook_cooldown_minutes,
+        "batch_max": settings.book_batch_max,
+        "in_flight": settings.book_batch_in_flight,
+        **run,
+    }
 
 
 def booking_params(spec: Mapping[str, Any], window: Window, n: int, now: datetime) -> BookParams:
@@ -178,12 +200,4 @@ def main() -> int:
     turn), `timezone` (the office's), `service_id`, `tag` and `first_person` (loadgen.person),
     `pii_key`, `one_phone_per_identity`, `bookings_per_day`, `active_per_service`,
     `rebook_cooldown`, `batch_max`, `in_flight`, `concurrency`, `warmup`, `seconds`."""
-    spec = json.loads(sys.stdin.read())
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(drive(spec))
-    else:
-        result = uvloop.run(drive(spec))
-    print(json.dumps(result), flush=True)
-    return 0
+    return child_main(drive)

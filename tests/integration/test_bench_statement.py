@@ -18,25 +18,9 @@ from tests.integration.test_booking_race import NOW
 
 
 def _spec(settings: Settings) -> dict[str, object]:
-    return {
-        "database_url": settings.database_url,
-        "pool_size": 4,
-        "office_id": OFFICE_ID,
-        "timezone": OFFICE["timezone"],
-        "service_id": SERVICE_ID,
-        "tag": 7,
-        "first_person": 100,
-        "pii_key": settings.pii_key.get(),
-        "one_phone_per_identity": settings.one_phone_per_identity,
-        "bookings_per_day": settings.bookings_per_day,
-        "active_per_service": settings.active_bookings_per_service,
-        "rebook_cooldown": settings.rebook_cooldown_minutes,
-        "batch_max": settings.book_batch_max,
-        "in_flight": settings.book_batch_in_flight,
-        "concurrency": 16,
-        "warmup": 0.0,
-        "seconds": 0.5,
-    }
+    run = {"tag": 7, "first_person": 100, "concurrency": 16, "warmup": 0.0, "seconds": 0.5}
+    spec = statement.spec_of(settings, OFFICE_ID, OFFICE["timezone"], SERVICE_ID, **run)
+    return spec | {"pool_size": 4}
 
 
 async def test_what_it_counts_as_booked_is_what_postgres_holds(
