@@ -570,7 +570,7 @@ class Bench:
             )
         else:
             self.progress(f"scenario {name}: {spec['warmup']:g} s + {spec['seconds']:g} s ...")
-        result = self._loadgen(spec, child)
+        result = self._child(spec, child)
         self.next_person += int(result["persons"])
         return Scenario(
             name,
@@ -673,7 +673,7 @@ class Bench:
         self.say(fairness.lines + errors)
         return fairness
 
-    def _loadgen(self, spec: dict[str, Any], child: str = "loadgen") -> dict[str, Any]:
+    def _child(self, spec: dict[str, Any], child: str = "loadgen") -> dict[str, Any]:
         """The load generator's (or `child`'s) result, with the cores each process tree kept
         busy."""
         meter = CpuMeter(self._server_pids())
