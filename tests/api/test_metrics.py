@@ -3,10 +3,15 @@ the operations guide lists, X-Request-ID on every answer."""
 
 from __future__ import annotations
 
+import json
+import logging
+
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from slots_service import metrics
+from slots_service.logs import access, json_formatter
 from tests.conftest import booking_body
 
 
@@ -57,3 +62,37 @@ async def test_x_request_id_is_the_callers_when_printable_else_new(
         assert len(made["x-request-id"]) == 32
     problem = await client.get("/v1/bookings/nope-not-an-id")
     assert len(problem.headers["x-request-id"]) == 32
+
+
+async def test_each_booking_request_is_counted_and_logged_once(
+    catalog: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POST /v1/bookings enters before Litestar's router: what the fast path answers, and what
+    it hands on to the route (a body it does not read, a path Litestar routes there), are each
+    one request in the histogram and one request line, with the answer's X-Request-ID."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(access, "propagate", True)
+    before = _samples((await catalog.get("/metrics")).text)
+    sent = [
+        ("/v1/bookings", booking_body(), 201),  # answered by the fast path
+        ("/v1/bookings", {"office_id": 1}, 400),  # handed on: the route words it
+        ("/v1/bookings/", booking_body(), 201),  # routed by Litestar, then the fast path
+    ]
+    ids = []
+    for path, body, status in sent:
+        answer = await catalog.post(path, json=body)
+        assert answer.status_code == status, answer.text
+        ids.append(answer.headers["x-request-id"])
+    after = _samples((await catalog.get("/metrics")).text)
+    for code, times in (("201", 2), ("400", 1)):
+        key = (
+            "slots_http_request_duration_seconds_count",
+            (("method", "POST"), ("route", "/v1/bookings"), ("status", code)),
+        )
+        assert after[key] - before.get(key, 0.0) == times, code
+    as_json = json_formatter()
+    lines = [json.loads(as_json.format(r)) for r in caplog.records if r.name == access.name]
+    logged = [line["request_id"] for line in lines if line["route"] == "/v1/bookings"]
+    assert sorted(logged) == sorted(ids)
