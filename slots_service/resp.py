@@ -2,10 +2,11 @@
 
 redis-py spends ~100 µs of CPU per call (pool check-out, command packing, the parser, its
 retry wrapper): under a flash crowd that is a third of what a refusal costs. Here one
-connection carries every call of the process at once: each call is written as it comes (the
-transport gathers the writes of a loop tick into one send), and replies come back in order,
-so the n-th reply belongs to the n-th call. A reply is an integer or a bulk string (what the
-gate scripts return) or an error; anything else closes the connection.
+connection carries every call of the process at once: the calls of one turn of the event loop
+are written together, in one send, at the start of the next turn (uvloop's transport would
+send each write at once: one system call, and one wake-up of Redis, per call), and replies
+come back in order, so the n-th reply belongs to the n-th call. A reply is an integer or a
+bulk string (what the gate scripts return) or an error; anything else closes the connection.
 
 Only for `redis://` (TCP, optional user, password and database); TLS, unix sockets and Redis
 Cluster keep redis-py. Errors are redis-py's exceptions, so the circuit breaker in
@@ -85,6 +86,13 @@ class _Protocol(asyncio.Protocol):
         self.pending: deque[asyncio.Future[Reply]] = deque()
         self.buf = bytearray()
         self.lost = False
+        self.out: list[bytes] = []  # the commands of this turn of the loop, not yet written
+
+    def flush(self) -> None:
+        """Write the commands of this turn of the loop, all in one send."""
+        out, self.out = self.out, []
+        if out and self.transport is not None and not self.lost:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -172,7 +180,9 @@ class GateConnection:
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         assert conn.transport is not None
         conn.pending.append(waiter)
-        conn.transport.write(data)
+        if not conn.out:
+            asyncio.get_running_loop().call_soon(conn.flush)
+        conn.out.append(data)
         return waiter
 
     async def call(self, data: bytes) -> Reply:

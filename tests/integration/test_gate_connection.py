@@ -57,6 +57,37 @@ async def test_a_crowd_over_one_connection_takes_exactly_the_seats(redis_url: st
         await counters.close()
 
 
+async def test_the_calls_of_one_turn_of_the_loop_reach_redis_in_one_read(redis_url: str) -> None:
+    """A crowd's gate calls cost Redis (and the API's sends) one read per turn of the loop,
+    not one per call: Valkey counts the reads it processed."""
+    gate = resp.GateConnection(*_target(redis_url), timeout_s=2.0)
+    stats = aioredis.from_url(redis_url)
+    try:
+        assert await gate.call(resp.command("PING")) == b"PONG"  # connected
+        before = await _reads(stats)
+        replies = await asyncio.gather(
+            *(gate.call(resp.command("INCR", "t:n")) for _ in range(200))
+        )
+        reads = await _reads(stats) - before
+        assert sorted(replies) == sorted(set(replies))  # each call its own reply
+        assert len(replies) == 200
+        assert reads <= 10, reads  # a send per call gave ~100 reads
+    finally:
+        gate.close()
+        await stats.aclose()
+
+
+def _target(url: str) -> tuple[str, int, str | None, str | None, int]:
+    target = resp.fast_target(url)
+    assert target is not None
+    return target
+
+
+async def _reads(client: aioredis.Redis) -> int:
+    info = await client.info("stats")
+    return int(info["total_reads_processed"])
+
+
 async def test_a_redis_that_forgot_the_script_or_the_connection_still_gates(
     redis_url: str,
 ) -> None:
