@@ -91,8 +91,13 @@ class _Protocol(asyncio.Protocol):
     def flush(self) -> None:
         """Write the commands of this turn of the loop, all in one send."""
         out, self.out = self.out, []
-        if out and self.transport is not None and not self.lost:
+        if not out or self.transport is None or self.lost:
+            return  # lost meanwhile: connection_lost failed every call waiting on it
+        try:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        except RuntimeError:  # the transport was closed and its loss not yet told: it is lost
+            self.transport.abort()
+            self.connection_lost(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
