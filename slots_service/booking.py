@@ -377,7 +377,9 @@ _Reader = asyncpg.Connection | asyncpg.Pool
 
 def _grouped(rt: Runtime) -> _Decide:
     async def decide(params: BookParams) -> asyncpg.Record:
-        row = await rt.bookings.decide((params.office_id, params.day, params.start_time), params)
+        row = await rt.bookings.decide(
+            (params.office_id, params.day, params.start_time), distinct(params), params
+        )
         if row is not None:
             return row
         async with connection(rt.pool) as conn:  # its batch rolled back whole: decided alone
@@ -388,17 +390,27 @@ def _grouped(rt: Runtime) -> _Decide:
 
 def _in(conn: asyncpg.Connection) -> _Decide:
     async def decide(params: BookParams) -> asyncpg.Record:
-        row: asyncpg.Record | None = await conn.fetchrow(queries["book"], *params)
-        assert row is not None  # `book` always answers one row
-        return row
+        return await _book_one(conn, params)
 
     return decide
+
+
+def distinct(params: BookParams) -> tuple[object, ...]:
+    """What no two bookings of one `book` statement share: their people, their phones."""
+    return (params.id_hmac,) if params.phone_hmac is None else (params.id_hmac, params.phone_hmac)
+
+
+async def _book_one(conn: asyncpg.Connection, params: BookParams) -> asyncpg.Record:
+    """`book` for one booking (its arrays of one element each)."""
+    row: asyncpg.Record | None = await conn.fetchrow(queries["book"], *([v] for v in params))
+    assert row is not None  # `book` answers one row per booking
+    return row
 
 
 async def _alone(conn: asyncpg.Connection, params: BookParams) -> asyncpg.Record:
     """`book` in a transaction of its own, once more if it raced for the person."""
     try:
-        row = await conn.fetchrow(queries["book"], *params)
+        return await _book_one(conn, params)
     except (
         asyncpg.exceptions.NotNullViolationError,
         asyncpg.exceptions.UniqueViolationError,
@@ -406,9 +418,7 @@ async def _alone(conn: asyncpg.Connection, params: BookParams) -> asyncpg.Record
         if not _raced_for_the_person(exc):
             raise
         # Decided again, the statement sees what the other one committed.
-        row = await conn.fetchrow(queries["book"], *params)
-    assert row is not None  # `book` always answers one row
-    return row
+        return await _book_one(conn, params)
 
 
 async def book_within(

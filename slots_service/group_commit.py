@@ -4,14 +4,17 @@ A plain booking (a person alone, not inside another transaction) is one `book` s
 (queries.sql). Under load, many of them wait for Postgres at once, and each paying for its own
 transaction (its commit, its WAL flush, its round trip) is much of what Postgres spends on it.
 So while a batch is in Postgres, the bookings that arrive queue, and the next batch takes them
-all (at most `max_batch`): one pipeline of their statements (asyncpg `fetchmany`: a Bind and an
-Execute per booking, then one Sync), which Postgres runs as one implicit transaction, with one
-commit for all. At low load a booking finds a free slot and is sent at once, alone.
+all (at most `max_batch`): one `book` statement for all of them (its parameters are arrays, an
+element per booking), in one transaction, with one commit for all. At low load a booking finds
+a free slot and is sent at once, alone. A batch holds bookings of distinct people and phones
+(the `distinct` values of each): the statement reads each one's rules from what other
+transactions committed, so a second booking of the same person waits for the next batch.
 
 What each booking keeps:
-- **All or nothing, its own rules.** Each is still its own `book` statement; it sees the
-  bookings before it in the batch as done (the same transaction), and other transactions as it
-  always did.
+- **All or nothing, its own rules.** Each booking is decided by the rules it would be alone;
+  the seats of a window are shared among the batch's bookings of it in their order, and a
+  booking the statement cannot decide so (`alone`: it might have fit after another's refusal)
+  is answered None: decided alone.
 - **Acknowledged only after the commit.** Every caller's answer waits for the batch's commit.
 - **A statement that raises rolls the whole batch back.** This happens on a race that a unique
   index caught, a deadlock, or a value Postgres cannot store. Then every booking of the batch is
@@ -19,8 +22,8 @@ What each booking keeps:
   committed.
 - **A lost connection fails every booking of the batch**, as it would have failed each alone.
 
-A batch locks its windows in one order (office, day, start), so two batches, of this process or
-another, never deadlock on windows.
+The statement locks a batch's windows in one order (office, day, start), so two batches, of
+this process or another, never deadlock on windows.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ _NOT_COMMITTED = (asyncpg.PostgresError, asyncpg.exceptions._base.DataError)
 
 class _Waiting(NamedTuple):
     order: tuple[object, ...]  # the lock order: (office_id, day, start)
+    distinct: tuple[object, ...]  # values no two bookings of a batch share (person, phone)
     args: Sequence[object]
     answer: asyncio.Future[asyncpg.Record | None]
 
@@ -61,13 +65,14 @@ class GroupCommit:
         self._send_soon = False
 
     async def decide(
-        self, order: tuple[object, ...], args: Sequence[object]
+        self, order: tuple[object, ...], distinct: tuple[object, ...], args: Sequence[object]
     ) -> asyncpg.Record | None:
         """The statement's row for `args`, committed with whoever else waits now; None when the
-        batch was rolled back whole (a statement of it raised): decide it alone."""
+        batch was rolled back whole (its statement raised) or the statement answered `alone`:
+        decide it alone."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[asyncpg.Record | None] = loop.create_future()
-        self._waiting.append(_Waiting(order, args, answer))
+        self._waiting.append(_Waiting(order, distinct, args, answer))
         if not self._send_soon and len(self._running) < self._in_flight:
             # On the next turn of the loop: the requests read in this turn join the batch.
             self._send_soon = True
@@ -77,11 +82,25 @@ class GroupCommit:
     def _send(self) -> None:
         self._send_soon = False
         while self._waiting and len(self._running) < self._in_flight:
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
+            batch = self._take()
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._done)
+
+    def _take(self) -> list[_Waiting]:
+        """The next batch: the first waiting, at most `max_batch`, no two sharing a `distinct`
+        value (the others wait for the next batch, first in it)."""
+        batch: list[_Waiting] = []
+        seen: set[object] = set()
+        left: list[_Waiting] = []
+        for w in self._waiting:
+            if len(batch) < self._max_batch and seen.isdisjoint(w.distinct):
+                batch.append(w)
+                seen.update(w.distinct)
+            else:
+                left.append(w)
+        self._waiting = left
+        return batch
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -100,8 +119,9 @@ class GroupCommit:
     async def _decide(self, live: list[_Waiting]) -> None:
         metrics.book_batch_size.observe(len(live))
         try:
+            columns = [list(values) for values in zip(*(w.args for w in live), strict=True)]
             async with self._pool.acquire() as conn:
-                rows = await conn.fetchmany(self._query, [w.args for w in live])
+                rows = await conn.fetch(self._query, *columns)
         except _NOT_COMMITTED:  # rolled back whole, or never sent: decided alone
             metrics.book_batches.labels("rolled_back").inc()
             for w in live:
@@ -119,8 +139,8 @@ class GroupCommit:
                 raise
         else:
             metrics.book_batches.labels("committed").inc()
-            for w, row in zip(live, rows, strict=False):
-                _answer(w.answer, row)
+            for w, row in zip(live, rows, strict=False):  # a row per booking, in their order
+                _answer(w.answer, None if row["alone"] else row)
 
     async def finish(self) -> None:
         """At shutdown: the batches in Postgres end before the pool closes."""

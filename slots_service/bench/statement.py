@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from .. import people
-from ..booking import BookParams, new_booking_id
+from ..booking import BookParams, distinct, new_booking_id
 from ..config import Settings
 from ..db import create_pool, queries
 from ..group_commit import GroupCommit
@@ -154,7 +154,9 @@ async def drive(spec: Mapping[str, Any]) -> dict[str, Any]:
                 window = windows[n % len(windows)]
                 params = booking_params(spec, window, n, datetime.now(UTC))
                 sent = perf_counter()
-                row = await batches.decide((spec["office_id"], window.day, window.start), params)
+                row = await batches.decide(
+                    (spec["office_id"], window.day, window.start), distinct(params), params
+                )
                 if row is None:  # its batch rolled back whole: the API decides it alone
                     label = "rolled back"
                 elif row["booking_id"] is not None:

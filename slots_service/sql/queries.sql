@@ -166,11 +166,12 @@ SELECT DISTINCT office_id, day FROM windows WHERE day >= $1 ORDER BY office_id, 
 -- ---------------------------------------------------------------- the booking path
 
 -- name: book
--- One statement, one round trip: read the rules' inputs, then take the seats, bind the
--- person, insert the booking, its event and the idempotent response, all or nothing.
--- The conditional UPDATE re-checks `booked + n <= capacity` on the newest row version after
--- any lock wait, and the unique indexes catch the races the snapshot reads cannot see.
--- Parameters (booking.BookParams builds them in this order; a test checks the names):
+-- The bookings of a batch (group_commit.py), or one booking alone, in one statement: read the
+-- rules' inputs of each, then take the seats, bind the people, insert the bookings, their
+-- events and idempotent responses, all or nothing. One statement for the whole batch: its
+-- executor is set up once, not once per booking (it was half of what a booking cost Postgres).
+-- Parameters: $n is the array of the n-th value of every booking (booking.BookParams, in its
+-- order; a test checks the names), one element per booking:
 --   $1 office_id  $2 day  $3 start_time  $4 end_time  $5 party_size
 --   $6 id_hmac  $7 id_type  $8 id_masked  $9 phone_hmac (NULL: phones not bound)
 --   $10 booking_id  $11 service_id  $12 name  $13 channel  $14 reference  $15 metadata
@@ -179,94 +180,146 @@ SELECT DISTINCT office_id, day FROM windows WHERE day >= $1 ORDER BY office_id, 
 --   $22 api_key_hash  $23 idempotency_key  $24 response  $25 claim_token (NULL: no key)
 --   $26 rebook_cooldown (minutes after the person's own cancellation of the service; 0: off)
 --   $27 notice_accepted (the person accepted the service's notice)
-WITH w AS (
-    SELECT id, capacity, booked, closed FROM windows
-    WHERE office_id = $1 AND day = $2 AND start_time = $3 AND end_time = $4
-), person AS (
-    SELECT id, blocked_until, party_seq FROM people WHERE id_hmac = $6
-), phone_owner AS (
-    SELECT id FROM people WHERE phone_hmac = $9 AND id_hmac <> $6
-), active AS (
-    -- person_id as a scalar: the planner then looks the person up in the index, never
-    -- walks every active booking of the service
-    SELECT coalesce(array_agg(b.active_seq), '{}') AS seqs, min(b.id) AS booking_id
-    FROM bookings b
-    WHERE b.person_id = (SELECT id FROM person) AND b.service_id = $11 AND b.status = 'booked'
-), today AS (
-    SELECT count(*)::int AS n
-    FROM bookings b WHERE b.person_id = (SELECT id FROM person) AND b.made_on = $16
-), as_member AS (
-    -- the bookings the person holds a place in as a party's member count as their own
-    SELECT b.id, b.service_id, b.status, b.made_on, b.cancelled_at, b.cancelled_by
-    FROM booking_members m JOIN bookings b ON b.id = m.booking_id
-    WHERE m.person_id = (SELECT id FROM person)
-), cooldown AS (
-    -- only a person's own cancellation starts one (an office's or a closure's does not)
-    SELECT max(c.cancelled_at) + make_interval(mins => $26) AS retry_at
-    FROM (SELECT b.service_id, b.status, b.cancelled_at, b.cancelled_by FROM bookings b
-          WHERE b.person_id = (SELECT id FROM person)
-          UNION ALL
-          SELECT service_id, status, cancelled_at, cancelled_by FROM as_member) c
-    WHERE $26 > 0 AND c.service_id = $11 AND c.status = 'cancelled' AND c.cancelled_by = 'person'
-), claim AS (
-    -- The Idempotency-Key is still this request's ($25 its claim token), locked to the commit:
-    -- a retry that took over a lapsed lease first makes this request book nothing, and a
-    -- retry after this commit finds the answer stored.
-    SELECT FROM idempotency_keys
-    WHERE api_key_hash = $22 AND key = $23 AND claim_token = $25
+-- The bookings of one statement are of distinct people and distinct phones (group_commit.py
+-- keeps them so): each one's rules read only what other transactions committed.
+-- Its windows are locked first, in one order (office, day, start), and read as locked (their
+-- newest versions): the seats a window still has are shared among the batch's bookings of it
+-- in their order, each taking its party's seats while they last. A booking whose party would
+-- still fit after the ones before it took theirs, but after a bigger one did not, is answered
+-- `alone`: decided again alone, as it would have been, one after the other.
+-- One row per booking, in their order (`ord`).
+WITH r AS MATERIALIZED (
+    SELECT * FROM unnest($1::text[], $2::date[], $3::time[], $4::time[], $5::int[],
+        $6::bytea[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[],
+        $12::text[], $13::text[], $14::text[], $15::jsonb[], $16::date[], $17::int[],
+        $18::int[], $19::timestamptz[], $20::timestamptz[], $21::jsonb[], $22::bytea[],
+        $23::text[], $24::bytea[], $25::bytea[], $26::int[], $27::bool[]) WITH ORDINALITY
+        AS r(office_id, day, start_time, end_time, party_size, id_hmac, id_type, id_masked,
+            phone_hmac, booking_id, service_id, name, channel, reference, metadata, made_on,
+            bookings_per_day, active_per_service, now, cancel_deadline, event_payload,
+            api_key_hash, idempotency_key, response, claim_token, rebook_cooldown,
+            notice_accepted, ord)
+), w AS MATERIALIZED (
+    SELECT id, office_id, day, start_time, end_time, capacity, booked, closed FROM windows
+    WHERE (office_id, day, start_time, end_time) IN
+        (SELECT office_id, day, start_time, end_time FROM r)
+    ORDER BY office_id, day, start_time
     FOR UPDATE
-), verdict AS (
-    SELECT CASE
-        WHEN $25::bytea IS NOT NULL AND NOT EXISTS (SELECT FROM claim) THEN 'claim_lost'
-        WHEN NOT EXISTS (SELECT FROM w) THEN 'no_window'
-        WHEN (SELECT closed FROM w) THEN 'closed'
-        WHEN (SELECT blocked_until FROM person) > $19 THEN 'blocked'
-        WHEN EXISTS (SELECT FROM phone_owner) THEN 'phone'
-        WHEN cardinality((SELECT seqs FROM active))
-            + (SELECT count(*) FROM as_member WHERE service_id = $11 AND status = 'booked')
-            >= $18 THEN 'active'
-        WHEN (SELECT retry_at FROM cooldown) > $19 THEN 'cooldown'
-        WHEN (SELECT n FROM today) + (SELECT count(*) FROM as_member WHERE made_on = $16)
-            >= $17 THEN 'daily'
-        ELSE 'ok' END AS v
+), claim AS MATERIALIZED (
+    -- The Idempotency-Key is still this request's (claim_token its token), locked to the
+    -- commit: a retry that took over a lapsed lease first makes this request book nothing,
+    -- and a retry after this commit finds the answer stored.
+    SELECT k.api_key_hash, k.key FROM idempotency_keys k JOIN r
+        ON k.api_key_hash = r.api_key_hash AND k.key = r.idempotency_key
+        AND k.claim_token = r.claim_token
+    FOR UPDATE OF k
+), facts AS MATERIALIZED (
+    SELECT r.*, w.id AS window_id, w.capacity - w.booked AS free, w.closed,
+        pe.id AS person_id, pe.blocked_until, coalesce(pe.party_seq, 0) AS party_seq,
+        EXISTS (SELECT FROM people o WHERE o.phone_hmac = r.phone_hmac
+                AND o.id_hmac <> r.id_hmac) AS phone_taken,
+        (r.claim_token IS NULL OR EXISTS (SELECT FROM claim c
+            WHERE c.api_key_hash = r.api_key_hash AND c.key = r.idempotency_key)) AS claimed,
+        own.seqs, own.active_id, own.today_n, mine.active_n, mine.today_n AS member_today_n,
+        mine.active_id AS member_active_id,
+        -- only a person's own cancellation starts a cooldown (an office's or a closure's not)
+        CASE WHEN r.rebook_cooldown > 0 THEN greatest(own.cancelled_at, mine.cancelled_at)
+            + make_interval(mins => r.rebook_cooldown) END AS retry_at
+    FROM r
+    LEFT JOIN w ON (w.office_id, w.day, w.start_time, w.end_time)
+        = (r.office_id, r.day, r.start_time, r.end_time)
+    LEFT JOIN people pe ON pe.id_hmac = r.id_hmac
+    CROSS JOIN LATERAL (
+        SELECT coalesce(array_agg(b.active_seq) FILTER (WHERE b.service_id = r.service_id
+                    AND b.status = 'booked'), '{}') AS seqs,
+            min(b.id) FILTER (WHERE b.service_id = r.service_id AND b.status = 'booked')
+                AS active_id,
+            count(*) FILTER (WHERE b.made_on = r.made_on)::int AS today_n,
+            max(b.cancelled_at) FILTER (WHERE b.service_id = r.service_id
+                AND b.status = 'cancelled' AND b.cancelled_by = 'person') AS cancelled_at
+        FROM bookings b WHERE b.person_id = pe.id
+    ) own
+    CROSS JOIN LATERAL (
+        -- the bookings the person holds a place in as a party's member count as their own
+        SELECT count(*) FILTER (WHERE b.service_id = r.service_id AND b.status = 'booked')
+                AS active_n,
+            min(b.id) FILTER (WHERE b.service_id = r.service_id AND b.status = 'booked')
+                AS active_id,
+            count(*) FILTER (WHERE b.made_on = r.made_on) AS today_n,
+            max(b.cancelled_at) FILTER (WHERE b.service_id = r.service_id
+                AND b.status = 'cancelled' AND b.cancelled_by = 'person') AS cancelled_at
+        FROM booking_members m JOIN bookings b ON b.id = m.booking_id
+        WHERE m.person_id = pe.id
+    ) mine
+), verdicts AS MATERIALIZED (
+    SELECT f.*, CASE
+        WHEN NOT f.claimed THEN 'claim_lost'
+        WHEN f.window_id IS NULL THEN 'no_window'
+        WHEN f.closed THEN 'closed'
+        WHEN f.blocked_until > f.now THEN 'blocked'
+        WHEN f.phone_taken THEN 'phone'
+        WHEN cardinality(f.seqs) + f.active_n >= f.active_per_service THEN 'active'
+        WHEN f.retry_at > f.now THEN 'cooldown'
+        WHEN f.today_n + f.member_today_n >= f.bookings_per_day THEN 'daily'
+        ELSE 'ok' END AS verdict
+    FROM facts f
+), seats AS MATERIALIZED (
+    -- the seats of each window taken in the bookings' order: `upto` is what this one and the
+    -- ones before it ask for, `kept` what the ones that fit took
+    SELECT v.ord, v.window_id, v.party_size, v.free, v.upto,
+        coalesce(max(v.upto) FILTER (WHERE v.upto <= v.free)
+            OVER (PARTITION BY v.window_id), 0) AS kept
+    FROM (SELECT ord, window_id, party_size, free,
+              sum(party_size) OVER (PARTITION BY window_id ORDER BY ord) AS upto
+          FROM verdicts WHERE verdict = 'ok') v
 ), taken AS (
-    UPDATE windows SET booked = booked + $5
-    WHERE id = (SELECT id FROM w) AND booked + $5 <= capacity AND NOT closed
-        AND (SELECT v FROM verdict) = 'ok'
+    UPDATE windows SET booked = booked + t.n
+    FROM (SELECT window_id, sum(party_size) AS n FROM seats WHERE upto <= free
+          GROUP BY window_id) t
+    WHERE id = t.window_id AND booked + t.n <= capacity
     RETURNING id
+), fits AS MATERIALIZED (
+    SELECT v.* FROM verdicts v JOIN seats s ON s.ord = v.ord
+    WHERE s.upto <= s.free AND s.window_id IN (SELECT id FROM taken)
 ), who AS (
-    INSERT INTO people AS p (id_hmac, id_type, id_masked, phone_hmac, created_at)
-    SELECT $6, $7, $8, $9, $19 FROM taken
+    -- party_seq as read: a party booking that took the person meanwhile makes ON CONFLICT
+    -- update nothing, `made` then fails on its NULL person_id and booking.py decides again
+    INSERT INTO people AS p (id_hmac, id_type, id_masked, phone_hmac, created_at, party_seq)
+    SELECT id_hmac, id_type, id_masked, phone_hmac, now, party_seq FROM fits
     ON CONFLICT (id_hmac) DO UPDATE SET phone_hmac = coalesce(EXCLUDED.phone_hmac, p.phone_hmac)
-    -- A party booking took this person while the statement waited for the row: no row here,
-    -- `made` fails on its NULL person_id, and booking.py runs the statement once more.
-    WHERE p.party_seq = coalesce((SELECT party_seq FROM person), 0)
-    RETURNING id
+    WHERE p.party_seq = EXCLUDED.party_seq
+    RETURNING id, id_hmac
 ), made AS (
     INSERT INTO bookings (id, window_id, window_day, office_id, service_id, person_id, id_type,
         id_masked, name, party_size, channel, reference, metadata, made_on, daily_seq,
         active_seq, created_at, cancel_deadline, notice_accepted)
-    SELECT $10, taken.id, $2, $1, $11, who.id, $7, $8, $12, $5, $13, $14, $15, $16,
-        (SELECT n FROM today) + 1,
-        (SELECT min(s) FROM generate_series(1, $18::int) AS s
-         WHERE s <> ALL ((SELECT seqs FROM active)::int[])),
-        $19, $20, $27
-    FROM taken LEFT JOIN who ON true
+    SELECT f.booking_id, f.window_id, f.day, f.office_id, f.service_id, who.id, f.id_type,
+        f.id_masked, f.name, f.party_size, f.channel, f.reference, f.metadata, f.made_on,
+        f.today_n + 1,
+        (SELECT min(s) FROM generate_series(1, f.active_per_service) AS s
+         WHERE s <> ALL (f.seqs)),
+        f.now, f.cancel_deadline, f.notice_accepted
+    FROM fits f LEFT JOIN who ON who.id_hmac = f.id_hmac
     RETURNING id
 ), event AS (
     INSERT INTO events (type, occurred_at, booking_id, window_day, payload)
-    SELECT 'booking.created', $19, id, $2, $21 FROM made
+    SELECT 'booking.created', f.now, f.booking_id, f.day, f.event_payload
+    FROM fits f WHERE f.booking_id IN (SELECT id FROM made)
 ), idem AS (
-    UPDATE idempotency_keys SET outcome = 'booked', response = $24
-    WHERE api_key_hash = $22 AND key = $23 AND claim_token = $25 AND EXISTS (SELECT FROM made)
+    UPDATE idempotency_keys k SET outcome = 'booked', response = f.response
+    FROM fits f
+    WHERE k.api_key_hash = f.api_key_hash AND k.key = f.idempotency_key
+        AND k.claim_token = f.claim_token AND f.booking_id IN (SELECT id FROM made)
 )
-SELECT (SELECT v FROM verdict) AS verdict,
-       (SELECT id FROM made) AS booking_id,
-       (SELECT blocked_until FROM person) AS blocked_until,
-       coalesce((SELECT booking_id FROM active),
-                (SELECT min(id) FROM as_member WHERE service_id = $11 AND status = 'booked'))
-           AS active_booking_id,
-       (SELECT retry_at FROM cooldown) AS retry_at
+SELECT v.ord, v.verdict,
+    (SELECT id FROM made WHERE id = v.booking_id) AS booking_id,
+    v.blocked_until, coalesce(v.active_id, v.member_active_id) AS active_booking_id,
+    v.retry_at,
+    -- would have fit, decided one after the other: decided again alone
+    coalesce(s.upto > s.free AND s.party_size <= s.free - s.kept
+        OR s.upto <= s.free AND s.window_id NOT IN (SELECT id FROM taken), false) AS alone
+FROM verdicts v LEFT JOIN seats s ON s.ord = v.ord
+ORDER BY v.ord
 
 -- name: active_booking_of
 SELECT b.id FROM bookings b JOIN people p ON p.id = b.person_id

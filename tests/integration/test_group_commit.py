@@ -1,6 +1,9 @@
 """Group commit (group_commit.py): plain bookings that arrive together are decided in one
 transaction, and each keeps what it promised alone. On real Postgres, really concurrent:
 - the callers of one batch each get their own row, all committed by one transaction;
+- two bookings sharing a person or a phone are never in one batch;
+- a booking the statement answers `alone` is decided alone, and a window's last seats go to
+  the batch's bookings in their order, as one after the other;
 - a statement that raises rolls its whole batch back, and every booking of it is then decided
   alone, with the answer it would have had alone;
 - a batch whose connection gives no answer fails every caller with 503 and commits nothing;
@@ -26,7 +29,19 @@ from slots_service.runtime import Runtime
 from tests.integration.helpers import prepare_catalog
 from tests.integration.test_booking_race import NOW, durable, request
 
-_PROBE = "INSERT INTO gc_probe (x) VALUES ($1) RETURNING x, xmin::text::bigint AS tx"
+# Statements in `book`'s shape: $1 the batch's values (an array, one per caller), one row per
+# value in their order, `alone` for a value the statement leaves to be decided alone.
+_PROBE = """
+WITH ins AS (INSERT INTO gc_probe (x) SELECT x FROM unnest($1::int[]) AS x
+             RETURNING x, xmin::text::bigint AS tx)
+SELECT u.x, ins.tx, false AS alone
+FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) JOIN ins USING (x) ORDER BY u.ord"""
+
+
+def _slow(seconds: float) -> str:
+    return f"""
+WITH ins AS (INSERT INTO gc_probe SELECT x FROM unnest($1::int[]) AS x, pg_sleep({seconds}))
+SELECT u.x, false AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) ORDER BY u.ord"""
 
 
 @pytest.fixture
@@ -56,7 +71,7 @@ async def test_callers_of_one_batch_get_their_own_rows_from_one_transaction(
     commit = GroupCommit(pool, _PROBE, max_batch=64, in_flight=1)
     xs = list(range(50))
     random.shuffle(xs)  # the batch runs in lock order, the answers go back to their callers
-    rows = await asyncio.gather(*(commit.decide((x % 7, x), (x,)) for x in xs))
+    rows = await asyncio.gather(*(commit.decide((x % 7, x), (x,), (x,)) for x in xs))
     assert [row["x"] for row in rows if row is not None] == xs
     stored = await pool.fetch("SELECT x, xmin::text::bigint AS tx FROM gc_probe")
     assert sorted(r["x"] for r in stored) == sorted(xs)
@@ -67,7 +82,7 @@ async def test_callers_of_one_batch_get_their_own_rows_from_one_transaction(
 async def test_a_statement_that_raises_rolls_back_its_whole_batch(pool: asyncpg.Pool) -> None:
     commit = GroupCommit(pool, _PROBE, max_batch=64, in_flight=1)
     before = batches("rolled_back")
-    rows = await asyncio.gather(*(commit.decide((x,), (x,)) for x in [3, 1, -1, 2]))
+    rows = await asyncio.gather(*(commit.decide((x,), (x,), (x,)) for x in [3, 1, -1, 2]))
     assert rows == [None, None, None, None]  # each is to be decided alone
     assert await pool.fetchval("SELECT count(*) FROM gc_probe") == 0
     assert batches("rolled_back") == before + 1
@@ -77,7 +92,9 @@ async def test_a_parameter_that_cannot_be_sent_sends_its_batch_to_decide_alone(
     pool: asyncpg.Pool,
 ) -> None:
     commit = GroupCommit(pool, _PROBE, max_batch=64, in_flight=1)
-    rows = await asyncio.gather(*(commit.decide((0,), (x,)) for x in [1, "not a number", 2]))
+    rows = await asyncio.gather(
+        *(commit.decide((0,), (n,), (x,)) for n, x in enumerate([1, "not a number", 2]))
+    )
     assert rows == [None, None, None]
     assert await pool.fetchval("SELECT count(*) FROM gc_probe") == 0
 
@@ -91,10 +108,9 @@ async def test_a_batch_with_no_answer_fails_every_caller_and_commits_nothing(
     assert slow is not None
     try:
         await slow.execute("CREATE TABLE gc_probe (x int PRIMARY KEY)")
-        query = "INSERT INTO gc_probe SELECT $1::int FROM pg_sleep(2) RETURNING x"
-        commit = GroupCommit(slow, query, max_batch=64, in_flight=1)
+        commit = GroupCommit(slow, _slow(2), max_batch=64, in_flight=1)
         answers = await asyncio.gather(
-            *(commit.decide((x,), (x,)) for x in range(3)), return_exceptions=True
+            *(commit.decide((x,), (x,), (x,)) for x in range(3)), return_exceptions=True
         )
         assert all(isinstance(a, errors.Unavailable) for a in answers), answers
         await asyncio.sleep(2)  # the server went on until it saw the connection gone
@@ -104,12 +120,11 @@ async def test_a_batch_with_no_answer_fails_every_caller_and_commits_nothing(
 
 
 async def test_a_caller_gone_before_its_batch_was_sent_is_left_out(pool: asyncpg.Pool) -> None:
-    query = "INSERT INTO gc_probe SELECT $1::int FROM pg_sleep(0.3) RETURNING x"
-    commit = GroupCommit(pool, query, max_batch=64, in_flight=1)
-    first = asyncio.ensure_future(commit.decide((1,), (1,)))
+    commit = GroupCommit(pool, _slow(0.3), max_batch=64, in_flight=1)
+    first = asyncio.ensure_future(commit.decide((1,), (1,), (1,)))
     await asyncio.sleep(0.1)  # the first batch is in Postgres
-    gone = asyncio.ensure_future(commit.decide((2,), (2,)))
-    kept = asyncio.ensure_future(commit.decide((3,), (3,)))
+    gone = asyncio.ensure_future(commit.decide((2,), (2,), (2,)))
+    kept = asyncio.ensure_future(commit.decide((3,), (3,), (3,)))
     await asyncio.sleep(0)
     gone.cancel()
     assert await first is not None
@@ -117,6 +132,67 @@ async def test_a_caller_gone_before_its_batch_was_sent_is_left_out(pool: asyncpg
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert [r["x"] for r in await pool.fetch("SELECT x FROM gc_probe ORDER BY x")] == [1, 3]
+
+
+async def test_two_callers_sharing_a_distinct_value_are_never_in_one_batch(
+    pool: asyncpg.Pool,
+) -> None:
+    commit = GroupCommit(pool, _PROBE, max_batch=64, in_flight=1)
+    person = {1: "a", 2: "b", 3: "a", 4: "c", 5: "b", 6: "a"}
+    rows = await asyncio.gather(
+        *(commit.decide((0,), (person[x], f"phone {x % 2}" if x > 4 else x), (x,)) for x in person)
+    )
+    assert [row["x"] for row in rows if row is not None] == list(person)
+    tx = {row["x"]: row["tx"] for row in rows if row is not None}
+    # the first batch: 1, 2, 4 (3 shares 1's person, 5 2's, 6 1's); then 3, 5; then 6
+    assert tx[1] == tx[2] == tx[4] != tx[3] == tx[5] != tx[6]
+    assert len(set(tx.values())) == 3
+
+
+async def test_a_caller_the_statement_answers_alone_is_decided_alone(pool: asyncpg.Pool) -> None:
+    odd_alone = """
+WITH ins AS (INSERT INTO gc_probe (x) SELECT x FROM unnest($1::int[]) AS x WHERE x % 2 = 0)
+SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord"""
+    commit = GroupCommit(pool, odd_alone, max_batch=64, in_flight=1)
+    rows = await asyncio.gather(*(commit.decide((x,), (x,), (x,)) for x in [1, 2, 3, 4]))
+    assert [row and row["x"] for row in rows] == [None, 2, None, 4]
+    assert [r["x"] for r in await pool.fetch("SELECT x FROM gc_probe ORDER BY x")] == [2, 4]
+
+
+async def test_the_last_seats_go_to_a_batch_in_its_order_as_one_after_the_other(
+    settings: Settings,
+) -> None:
+    """Three seats, and in one batch parties of 2, 2 and 1: the first takes two, the second
+    does not fit, the third does (decided alone after the batch: a bigger party before it did
+    not fit). Then parties of 1 find the window full."""
+    rt = await Runtime.start(replace(settings, redis_url=""))
+    try:
+        await prepare_catalog(rt, NOW)
+        asked = [request(0, party=2), request(1, party=2), request(2), request(3), request(4)]
+        answers = await asyncio.gather(*(_outcome(rt, 0, body) for body in asked))
+        assert answers == ["created", "slot_full", "created", "slot_full", "slot_full"]
+        assert await durable(rt) == (3, 3, 3)
+    finally:
+        await rt.close()
+
+
+async def test_one_persons_two_bookings_at_once_are_decided_one_after_the_other(
+    settings: Settings,
+) -> None:
+    """The same person asks for two windows of one service at once: one batch never holds
+    both, so the one decided second sees the other committed, and finds it active."""
+    rt = await Runtime.start(replace(settings, redis_url=""))
+    try:
+        await prepare_catalog(rt, NOW)
+        asked = [request(7), _at(request(7), "09:30"), request(8)]
+        first, second, other = await asyncio.gather(*(_outcome(rt, 0, body) for body in asked))
+        assert sorted([first, second]) == ["active_booking_exists", "created"]
+        assert other == "created"
+        seven = 1 if first == "created" else 0  # person 7's booking at 09:00
+        assert await durable(rt) == (1 + seven, 1 + seven, 3)
+        assert await durable(rt, "09:30") == (1 - seven, 1 - seven, 3)
+    finally:
+        await rt.close()
 
 
 async def test_a_crowd_without_redis_is_decided_in_batches_and_sells_exactly(

@@ -125,10 +125,10 @@ def test_a_cooldown_verdict_names_when_to_retry_in_the_office_zone() -> None:
 
 def test_the_book_statement_documents_its_parameters_in_order() -> None:
     sql = (Path(__file__).resolve().parents[2] / "slots_service/sql/queries.sql").read_text()
-    header = sql[sql.index("-- name: book\n") : sql.index("WITH w AS")]
+    header = sql[sql.index("-- name: book\n") : sql.index("WITH r AS")]
     named = dict(re.findall(r"\$(\d+) ([a-z_]+)", header))
     assert [named[str(n)] for n in range(1, len(named) + 1)] == list(BookParams._fields)
-    body = sql[sql.index("WITH w AS") : sql.index("-- name: active_booking_of")]
+    body = sql[sql.index("WITH r AS") : sql.index("-- name: active_booking_of")]
     used = {int(n) for n in re.findall(r"\$(\d+)", body)}
     assert used == set(range(1, len(BookParams._fields) + 1))
 
