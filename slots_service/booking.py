@@ -382,7 +382,8 @@ def _grouped(rt: Runtime) -> _Decide:
         )
         if row is not None:
             return row
-        async with connection(rt.pool) as conn:  # its batch rolled back whole: decided alone
+        # its batch rolled back whole, or the statement left it to be decided alone
+        async with connection(rt.pool) as conn:
             return await _alone(conn, params)
 
     return decide
