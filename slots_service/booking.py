@@ -19,6 +19,7 @@ import msgspec
 from msgspec import UnsetType
 
 from . import errors, events, idempotency, metrics, party, people
+from .book_params import BookParams, book_args
 from .catalog import Office, Service
 from .config import Settings
 from .counters import Gate
@@ -35,17 +36,18 @@ from .models import (
     minutes,
 )
 from .render import bookings as render_bookings
-from .render import event_payload, hhmm, instant
+from .render import event_payload, hhmm, instant, window_instant
 from .runtime import Runtime
 
 _ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 32 symbols: 5 bits each
 _ID_LENGTH = 14  # 70 random bits
+_ID_SYMBOLS = bytes(ord(_ID_ALPHABET[b & 31]) for b in range(256))  # byte -> its symbol
 _encode = msgspec.json.Encoder().encode
 
 
 def new_booking_id() -> str:
     """14 symbols of 32 from one read of the system's random source (256 % 32 == 0: unbiased)."""
-    return "".join(_ID_ALPHABET[b & 31] for b in secrets.token_bytes(_ID_LENGTH))
+    return secrets.token_bytes(_ID_LENGTH).translate(_ID_SYMBOLS).decode()
 
 
 def parse_start(hhmm_text: str) -> time:
@@ -89,38 +91,6 @@ def check_bookable(
 
 
 # ---------------------------------------------------------------- book
-
-
-class BookParams(NamedTuple):
-    """The `book` statement's parameters, in its `$n` order (documented in queries.sql)."""
-
-    office_id: str
-    day: date
-    start_time: time
-    end_time: time
-    party_size: int
-    id_hmac: bytes
-    id_type: str
-    id_masked: str
-    phone_hmac: bytes | None
-    booking_id: str
-    service_id: str
-    name: str
-    channel: str
-    reference: str | None
-    metadata: dict[str, str]
-    made_on: date
-    bookings_per_day: int
-    active_per_service: int
-    now: datetime
-    cancel_deadline: datetime | None
-    event_payload: bytes
-    api_key_hash: bytes | None
-    idempotency_key: str | None
-    response: bytes | None  # None: no key, nothing kept
-    claim_token: bytes | None
-    rebook_cooldown: int
-    notice_accepted: bool
 
 
 class Who(NamedTuple):
@@ -295,7 +265,7 @@ async def book(
     try:
         made = await _book(rt, req, now, keyed)
     except errors.DomainError as exc:
-        metrics.bookings.labels(exc.code).inc()
+        metrics.child(metrics.bookings, exc.code).inc()
         raise
     except BaseException:
         metrics.bookings.labels("error").inc()
@@ -403,7 +373,7 @@ def distinct(params: BookParams) -> tuple[object, ...]:
 
 async def _book_one(conn: asyncpg.Connection, params: BookParams) -> asyncpg.Record:
     """`book` for one booking (its arrays of one element each)."""
-    row: asyncpg.Record | None = await conn.fetchrow(queries["book"], *([v] for v in params))
+    row: asyncpg.Record | None = await conn.fetchrow(queries["book"], *book_args([params]))
     assert row is not None  # `book` answers one row per booking
     return row
 
@@ -517,15 +487,15 @@ async def _statement(decide: _Decide, run: _Run, ends_at: datetime) -> BookingOu
         date=order.day.isoformat(),
         start=order.start_text,
         end=hhmm(ends_at.astimezone(office.tz).time()),
-        starts_at=instant(starts_at, office.tz) or "",
-        ends_at=instant(ends_at, office.tz) or "",
+        starts_at=window_instant(starts_at, office.tz) or "",
+        ends_at=window_instant(ends_at, office.tz) or "",
         party_size=order.party_size,
         person=who.out(),
         channel=order.channel,
         reference=order.reference,
         metadata=order.metadata,
         created_at=instant(now, office.tz) or "",
-        cancel_deadline=instant(deadline, office.tz),
+        cancel_deadline=window_instant(deadline, office.tz),
         cancelled_at=None,
         cancelled_by=None,
         cancel_reason=None,
@@ -554,7 +524,7 @@ async def _statement(decide: _Decide, run: _Run, ends_at: datetime) -> BookingOu
         active_per_service=rt.settings.active_bookings_per_service,
         now=now,
         cancel_deadline=deadline,
-        event_payload=event_payload(out),
+        event_payload=msgspec.Raw(event_payload(out)),
         api_key_hash=held.api_key_hash if held else None,
         idempotency_key=held.key if held else None,
         response=_encode(out) if held else None,
@@ -564,8 +534,8 @@ async def _statement(decide: _Decide, run: _Run, ends_at: datetime) -> BookingOu
     )
     row = await decide(params)
     if row["booking_id"] is not None:
-        metrics.bookings.labels("created").inc()
-        metrics.events_published.labels("booking.created").inc()
+        metrics.child(metrics.bookings, "created").inc()
+        metrics.child(metrics.events_published, "booking.created").inc()
         return out
     if row["verdict"] == "no_window":
         return None

@@ -4,11 +4,12 @@ A plain booking (a person alone, not inside another transaction) is one `book` s
 (queries.sql). Under load, many of them wait for Postgres at once, and each paying for its own
 transaction (its commit, its WAL flush, its round trip) is much of what Postgres spends on it.
 So while a batch is in Postgres, the bookings that arrive queue, and the next batch takes them
-all (at most `max_batch`): one `book` statement for all of them (its parameters are arrays, an
-element per booking), in one transaction, with one commit for all. At low load a booking finds
-a free slot and is sent at once, alone. A batch holds bookings of distinct people and phones
-(the `distinct` values of each): the statement reads each one's rules from what other
-transactions committed, so a second booking of the same person waits for the next batch.
+all (at most `max_batch`): one `book` statement for all of them (its parameter holds every
+booking's values: `encode`, book_params.py), in one transaction, with one commit for all.
+At low load a booking finds a free slot and is sent at once, alone. A batch holds bookings of
+distinct people and phones (the `distinct` values of each): the statement reads each one's
+rules from what other transactions committed, so a second booking of the same person waits for
+the next batch.
 
 What each booking keeps:
 - **All or nothing, its own rules.** Each booking is decided by the rules it would be alone;
@@ -29,8 +30,8 @@ this process or another, never deadlock on windows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -43,21 +44,38 @@ from .db import translate
 _NOT_COMMITTED = (asyncpg.PostgresError, asyncpg.exceptions._base.DataError)
 
 
+# A batch's arguments (each booking's, in their order) as the statement's own.
+Encode = Callable[[list[Any]], Sequence[object]]
+
+
+def columns(batch: list[Sequence[object]]) -> list[list[object]]:
+    """An array per parameter, an element per booking: $n holds every booking's n-th value."""
+    return [list(values) for values in zip(*batch, strict=True)]
+
+
 class _Waiting(NamedTuple):
     order: tuple[object, ...]  # the lock order: (office_id, day, start)
     distinct: tuple[object, ...]  # values no two bookings of a batch share (person, phone)
-    args: Sequence[object]
+    args: Any  # one booking's, as `encode` takes them
     answer: asyncio.Future[asyncpg.Record | None]
 
 
 class GroupCommit:
     """One statement's batches in one process: at most `in_flight` in Postgres at a time."""
 
-    def __init__(self, pool: asyncpg.Pool, query: str, max_batch: int, in_flight: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        query: str,
+        max_batch: int,
+        in_flight: int,
+        encode: Encode = columns,
+    ) -> None:
         if max_batch < 1 or in_flight < 1:
             raise ValueError("a batch holds at least one statement, and one batch runs")
         self._pool = pool
         self._query = query
+        self._encode = encode
         self._max_batch = max_batch
         self._in_flight = in_flight
         self._waiting: list[_Waiting] = []
@@ -65,7 +83,7 @@ class GroupCommit:
         self._send_soon = False
 
     async def decide(
-        self, order: tuple[object, ...], distinct: tuple[object, ...], args: Sequence[object]
+        self, order: tuple[object, ...], distinct: tuple[object, ...], args: object
     ) -> asyncpg.Record | None:
         """The statement's row for `args`, committed with whoever else waits now; None when the
         batch was rolled back whole (its statement raised) or the statement answered `alone`:
@@ -119,15 +137,15 @@ class GroupCommit:
     async def _decide(self, live: list[_Waiting]) -> None:
         metrics.book_batch_size.observe(len(live))
         try:
-            columns = [list(values) for values in zip(*(w.args for w in live), strict=True)]
+            args = self._encode([w.args for w in live])
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(self._query, *columns)
+                rows = await conn.fetch(self._query, *args)
         except _NOT_COMMITTED:  # rolled back whole, or never sent: decided alone
-            metrics.book_batches.labels("rolled_back").inc()
+            metrics.child(metrics.book_batches, "rolled_back").inc()
             for w in live:
                 _answer(w.answer, None)
         except BaseException as exc:  # the connection, or this task, is gone: fail them all
-            metrics.book_batches.labels("failed").inc()
+            metrics.child(metrics.book_batches, "failed").inc()
             for w in live:
                 if w.answer.done():
                     continue
@@ -138,7 +156,7 @@ class GroupCommit:
             if not isinstance(exc, Exception):  # cancelled: this task ends so too
                 raise
         else:
-            metrics.book_batches.labels("committed").inc()
+            metrics.child(metrics.book_batches, "committed").inc()
             for w, row in zip(live, rows, strict=False):  # a row per booking, in their order
                 _answer(w.answer, None if row["alone"] else row)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -212,6 +212,19 @@ def http_latency_of(method: str, route: str, status: int) -> _Observer:
     if found is None:
         found = _latency_children[key] = http_latency.labels(method, route, str(status))
     return found
+
+
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+_children: dict[tuple[int, tuple[str, ...]], object] = {}
+
+
+def child(metric: _Metric, *labels: str) -> _Metric:
+    """`metric.labels(*labels)`, resolved once (on the hot path: a dict look-up)."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found  # type: ignore[return-value]
 
 
 def webhook_delivered(occurred_at: str, now: datetime) -> None:

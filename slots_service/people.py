@@ -3,6 +3,7 @@ unblock, and a no-show waived on proof."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from datetime import datetime, timedelta
@@ -19,11 +20,24 @@ from .runtime import Runtime
 
 
 def identity_hmac(key: str, id_type: str, id_number: str) -> bytes:
-    return hmac.new(key.encode(), f"id:{id_type}:{id_number}".encode(), hashlib.sha256).digest()
+    return _hmac(key, f"id:{id_type}:{id_number}".encode())
 
 
 def phone_hmac(key: str, phone: str) -> bytes:
-    return hmac.new(key.encode(), f"phone:{phone}".encode(), hashlib.sha256).digest()
+    return _hmac(key, f"phone:{phone}".encode())
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(key: str) -> hmac.HMAC:
+    return hmac.new(key.encode(), digestmod=hashlib.sha256)
+
+
+def _hmac(key: str, message: bytes) -> bytes:
+    """HMAC-SHA256 of `message` under `key`: a copy of the key's HMAC, its key set up once (a
+    booking computes two; a third of the time of a new HMAC each)."""
+    mac = _keyed(key).copy()
+    mac.update(message)
+    return mac.digest()
 
 
 def mask(id_number: str) -> str:

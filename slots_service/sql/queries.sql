@@ -170,16 +170,18 @@ SELECT DISTINCT office_id, day FROM windows WHERE day >= $1 ORDER BY office_id, 
 -- rules' inputs of each, then take the seats, bind the people, insert the bookings, their
 -- events and idempotent responses, all or nothing. One statement for the whole batch: its
 -- executor is set up once, not once per booking (it was half of what a booking cost Postgres).
--- Parameters: $n is the array of the n-th value of every booking (booking.BookParams, in its
--- order; a test checks the names), one element per booking:
---   $1 office_id  $2 day  $3 start_time  $4 end_time  $5 party_size
---   $6 id_hmac  $7 id_type  $8 id_masked  $9 phone_hmac (NULL: phones not bound)
---   $10 booking_id  $11 service_id  $12 name  $13 channel  $14 reference  $15 metadata
---   $16 made_on (office-local today)  $17 bookings_per_day  $18 active_per_service
---   $19 now  $20 cancel_deadline  $21 event_payload
---   $22 api_key_hash  $23 idempotency_key  $24 response  $25 claim_token (NULL: no key)
---   $26 rebook_cooldown (minutes after the person's own cancellation of the service; 0: off)
---   $27 notice_accepted (the person accepted the service's notice)
+-- Parameter: $1, an array of JSON objects, one per booking (book_params.py: BookParams' names,
+-- a test checks them against the record below; bytes in base64). An array, not one document:
+-- the planner knows an array's `unnest` is a few rows (a recordset is 100 to it, and its plan
+-- then scans whole tables).
+--   office_id day start_time end_time party_size: the window and the seats asked for
+--   id_hmac id_type id_masked phone_hmac (null: phones not bound) name: the person
+--   booking_id service_id channel reference metadata: the booking
+--   made_on (office-local today) bookings_per_day active_per_service now cancel_deadline
+--   event_payload (the event's JSON object)
+--   api_key_hash idempotency_key response claim_token (null: no key)
+--   rebook_cooldown (minutes after the person's own cancellation of the service; 0: off)
+--   notice_accepted (the person accepted the service's notice)
 -- The bookings of one statement are of distinct people and distinct phones (group_commit.py
 -- keeps them so): each one's rules read only what other transactions committed.
 -- Its windows are locked first, in one order (office, day, start), and read as locked (their
@@ -189,20 +191,29 @@ SELECT DISTINCT office_id, day FROM windows WHERE day >= $1 ORDER BY office_id, 
 -- `alone`: decided again alone, as it would have been, one after the other.
 -- One row per booking, in their order (`ord`).
 WITH r AS MATERIALIZED (
-    SELECT * FROM unnest($1::text[], $2::date[], $3::time[], $4::time[], $5::int[],
-        $6::bytea[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[],
-        $12::text[], $13::text[], $14::text[], $15::jsonb[], $16::date[], $17::int[],
-        $18::int[], $19::timestamptz[], $20::timestamptz[], $21::jsonb[], $22::bytea[],
-        $23::text[], $24::bytea[], $25::bytea[], $26::int[], $27::bool[]) WITH ORDINALITY
-        AS r(office_id, day, start_time, end_time, party_size, id_hmac, id_type, id_masked,
-            phone_hmac, booking_id, service_id, name, channel, reference, metadata, made_on,
-            bookings_per_day, active_per_service, now, cancel_deadline, event_payload,
-            api_key_hash, idempotency_key, response, claim_token, rebook_cooldown,
-            notice_accepted, ord)
+    SELECT office_id, day, start_time, end_time, party_size,
+        decode(id_hmac, 'base64') AS id_hmac, id_type, id_masked,
+        decode(phone_hmac, 'base64') AS phone_hmac, booking_id, service_id, name, channel,
+        reference, metadata, made_on, bookings_per_day, active_per_service, now,
+        cancel_deadline, event_payload, decode(api_key_hash, 'base64') AS api_key_hash,
+        idempotency_key, decode(response, 'base64') AS response,
+        decode(claim_token, 'base64') AS claim_token, rebook_cooldown, notice_accepted,
+        ordinality AS ord
+    FROM unnest($1::jsonb[]) WITH ORDINALITY AS j(booking, ordinality)
+    CROSS JOIN LATERAL jsonb_to_record(j.booking) AS (office_id text, day date,
+        start_time time, end_time time, party_size int, id_hmac text, id_type text,
+        id_masked text, phone_hmac text, booking_id text, service_id text, name text,
+        channel text, reference text, metadata jsonb, made_on date, bookings_per_day int,
+        active_per_service int, now timestamptz, cancel_deadline timestamptz,
+        event_payload jsonb, api_key_hash text, idempotency_key text, response text,
+        claim_token text, rebook_cooldown int, notice_accepted bool)
 ), w AS MATERIALIZED (
+    -- each booking's window found by its index (whatever the planner guesses of r's size: a
+    -- recordset is 100 rows to it), then locked in one order
     SELECT id, office_id, day, start_time, end_time, capacity, booked, closed FROM windows
-    WHERE (office_id, day, start_time, end_time) IN
-        (SELECT office_id, day, start_time, end_time FROM r)
+    WHERE id = ANY (ARRAY(SELECT x.id FROM r CROSS JOIN LATERAL (SELECT id FROM windows x
+        WHERE (x.office_id, x.day, x.start_time, x.end_time)
+            = (r.office_id, r.day, r.start_time, r.end_time)) x))
     ORDER BY office_id, day, start_time
     FOR UPDATE
 ), claim AS MATERIALIZED (
