@@ -372,7 +372,7 @@ def distinct(params: BookParams) -> tuple[object, ...]:
 
 
 async def _book_one(conn: asyncpg.Connection, params: BookParams) -> asyncpg.Record:
-    """`book` for one booking (its arrays of one element each)."""
+    """`book` for one booking (an array of one)."""
     row: asyncpg.Record | None = await conn.fetchrow(queries["book"], *book_args([params]))
     assert row is not None  # `book` answers one row per booking
     return row
