@@ -152,34 +152,39 @@ class GateConnection:
             self._hello.append(command("SELECT", db))
         self._timeout_s = timeout_s
         self._conn: _Protocol | None = None
-        self._opening: asyncio.Lock | None = None
+        self._opening: asyncio.Future[_Protocol] | None = None
 
     async def _connection(self) -> _Protocol:
+        """The open connection, or the one being opened. A crowd opens one connection, not one
+        each, and every caller that waited for it goes on at once when it is open (a lock
+        would hand the connection to its waiters one per turn of the event loop: the first
+        crowd on a fresh process, or after Redis came back, waited seconds for the gate)."""
         conn = self._conn
         if conn is not None and not conn.lost:
             return conn
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:  # a crowd opens one connection, not one each
-            conn = self._conn
-            if conn is not None and not conn.lost:
-                return conn
-            loop = asyncio.get_running_loop()
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    _, conn = await loop.create_connection(_Protocol, *self._where)
-                    for hello in self._hello:
-                        reply = await self._send(conn, hello)
-                        if isinstance(reply, ResponseError):
-                            if conn.transport is not None:
-                                conn.transport.close()
-                            raise RedisConnectionError(f"redis refused the connection: {reply}")
-            except TimeoutError:
-                raise RedisTimeoutError("connecting to redis timed out") from None
-            except OSError as exc:
-                raise RedisConnectionError(f"cannot connect to redis: {exc.strerror}") from None
-            self._conn = conn
-            return conn
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._open())
+            self._opening.add_done_callback(_retrieved)
+        # shielded: a caller that gives up does not stop the opening the others wait for
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                _, conn = await loop.create_connection(_Protocol, *self._where)
+                for hello in self._hello:
+                    reply = await self._send(conn, hello)
+                    if isinstance(reply, ResponseError):
+                        if conn.transport is not None:
+                            conn.transport.close()
+                        raise RedisConnectionError(f"redis refused the connection: {reply}")
+        except TimeoutError:
+            raise RedisTimeoutError("connecting to redis timed out") from None
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to redis: {exc.strerror}") from None
+        self._conn = conn
+        return conn
 
     def _send(self, conn: _Protocol, data: bytes) -> asyncio.Future[Reply]:
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
@@ -201,6 +206,8 @@ class GateConnection:
             timer.cancel()
 
     def close(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
         conn, self._conn = self._conn, None
         if conn is not None and conn.transport is not None:
             conn.transport.close()
@@ -209,3 +216,10 @@ class GateConnection:
 def _expire(waiter: asyncio.Future[Reply]) -> None:
     if not waiter.done():
         waiter.set_exception(RedisTimeoutError("redis did not answer in time"))
+
+
+def _retrieved(opening: asyncio.Future[_Protocol]) -> None:
+    """An opening that failed after all its callers gave up is not an error to log: the next
+    caller opens again."""
+    if not opening.cancelled():
+        opening.exception()

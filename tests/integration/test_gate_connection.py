@@ -77,6 +77,46 @@ async def test_the_calls_of_one_turn_of_the_loop_reach_redis_in_one_read(redis_u
         await stats.aclose()
 
 
+async def test_a_crowd_on_a_connection_not_open_yet_goes_on_together_once_it_is(
+    redis_url: str,
+) -> None:
+    """The first crowd of a process (or the first after Redis came back) opens one connection,
+    and every caller that waited for it is answered in the same few turns of the event loop,
+    not one turn each (a lock handed from waiter to waiter kept the last ones of a real crowd
+    seconds behind the rest)."""
+    gate = resp.GateConnection(*_target(redis_url), timeout_s=2.0)
+    stats = aioredis.from_url(redis_url)
+    turns = 0
+    answered_at: list[int] = []
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def ping() -> object:
+        reply = await gate.call(resp.command("PING"))
+        answered_at.append(turns)
+        return reply
+
+    await stats.ping()
+    before = int((await stats.info("stats"))["total_connections_received"])
+    ticker = asyncio.get_running_loop().create_task(count_turns())
+    try:
+        replies = await asyncio.gather(*(ping() for _ in range(500)))
+    finally:
+        ticker.cancel()
+        gate.close()
+    try:
+        opened = int((await stats.info("stats"))["total_connections_received"]) - before
+    finally:
+        await stats.aclose()
+    assert replies == [b"PONG"] * 500
+    assert opened == 1
+    assert max(answered_at) - min(answered_at) <= 5, (min(answered_at), max(answered_at))
+
+
 def _target(url: str) -> tuple[str, int, str | None, str | None, int]:
     target = resp.fast_target(url)
     assert target is not None
