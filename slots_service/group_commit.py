@@ -138,6 +138,12 @@ class GroupCommit:
         metrics.book_batch_size.observe(len(live))
         try:
             args = self._encode([w.args for w in live])
+        except Exception:  # nothing sent: each is decided alone (one that cannot be, fails alone)
+            metrics.child(metrics.book_batches, "rolled_back").inc()
+            for w in live:
+                _answer(w.answer, None)
+            return
+        try:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(self._query, *args)
         except _NOT_COMMITTED:  # rolled back whole, or never sent: decided alone

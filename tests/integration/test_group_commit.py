@@ -99,6 +99,23 @@ async def test_a_parameter_that_cannot_be_sent_sends_its_batch_to_decide_alone(
     assert await pool.fetchval("SELECT count(*) FROM gc_probe") == 0
 
 
+async def test_a_batch_its_encoding_refuses_is_decided_alone(pool: asyncpg.Pool) -> None:
+    """`book`'s batch goes as JSON (book_params.book_args): a value msgspec cannot encode fails
+    the batch before anything is sent, and each booking is decided alone."""
+
+    def as_json_ints(batch: list[tuple[object]]) -> tuple[list[int]]:
+        msgspec.json.encode(batch)  # raises on a value it cannot encode
+        return ([int(str(x)) for (x,) in batch],)
+
+    commit = GroupCommit(pool, _PROBE, max_batch=64, in_flight=1, encode=as_json_ints)
+    assert await commit.decide((0,), (9,), (9,)) is not None  # the encoding sends it
+    rows = await asyncio.gather(
+        *(commit.decide((0,), (n,), (x,)) for n, x in enumerate([1, object(), 2]))
+    )
+    assert rows == [None, None, None]
+    assert await pool.fetchval("SELECT count(*) FROM gc_probe") == 1
+
+
 async def test_a_batch_with_no_answer_fails_every_caller_and_commits_nothing(
     settings: Settings,
 ) -> None:
