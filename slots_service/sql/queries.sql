@@ -208,8 +208,8 @@ WITH r AS MATERIALIZED (
         event_payload jsonb, api_key_hash text, idempotency_key text, response text,
         claim_token text, rebook_cooldown int, notice_accepted bool)
 ), w AS MATERIALIZED (
-    -- each booking's window found by its index (whatever the planner guesses of r's size: a
-    -- recordset is 100 rows to it), then locked in one order
+    -- each booking's window looked up by its index, one look-up per booking whatever the
+    -- planner estimates of r (no scan of every window), then all locked in one order
     SELECT id, office_id, day, start_time, end_time, capacity, booked, closed FROM windows
     WHERE id = ANY (ARRAY(SELECT x.id FROM r CROSS JOIN LATERAL (SELECT id FROM windows x
         WHERE (x.office_id, x.day, x.start_time, x.end_time)
