@@ -268,7 +268,7 @@ async def book(
         metrics.child(metrics.bookings, exc.code).inc()
         raise
     except BaseException:
-        metrics.bookings.labels("error").inc()
+        metrics.child(metrics.bookings, "error").inc()
         raise
     return made
 

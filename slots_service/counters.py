@@ -68,17 +68,6 @@ _ANSWERS = {"missing": Gate.MISSING, "nowindow": Gate.NO_WINDOW, "rate": Gate.RA
 Attempts = tuple[str, int, int]
 
 
-_gate_children: dict[Gate, Any] = {}
-
-
-def _gate_counter(result: Gate) -> Any:
-    """The gate counter's child for an answer, resolved once."""
-    found = _gate_children.get(result)
-    if found is None:
-        found = _gate_children[result] = metrics.gate.labels(result.value)
-    return found
-
-
 def day_key(office_id: str, day: date) -> str:
     """One hash per office and day; the hash tag keeps each script on one cluster slot."""
     return f"slots:{{{office_id}:{day.isoformat()}}}"
@@ -223,7 +212,7 @@ class Counters:
                     wait = int(seconds or 0)
                 else:
                     result = Gate.TAKEN if int(answer) >= 0 else Gate.FULL
-        _gate_counter(result).inc()
+        metrics.child(metrics.gate, result.value).inc()
         if result is Gate.RATE_LIMITED:
             raise errors.RateLimited(wait)
         return result
