@@ -650,6 +650,14 @@ class Bench:
             f"sold out {_ms(sellout)} ms after the first answer; {result['connections']} "
             f"connections, {result['conn_errors']} connection errors"
         )
+        if timeline := result.get("created_timeline"):
+            scenario.note += (
+                f"\n  201s answered {_ms(timeline['first_ms'])} (first), "
+                f"{_ms(timeline['half_ms'])} (half), {_ms(timeline['p90_ms'])} (90 %), "
+                f"{_ms(timeline['last_ms'])} ms (last) after the first request; a 201 waited "
+                f"{_ms(timeline['waited_p50_ms'])} ms (p50), "
+                f"{_ms(timeline['waited_max_ms'])} ms (max)"
+            )
         return scenario
 
     def _lottery(self, settings: Settings, suffix: str) -> lotteries.Fairness:

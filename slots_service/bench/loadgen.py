@@ -112,6 +112,28 @@ def status_label(status: int, body: bytes) -> str:
     return f"{status} {code}" if isinstance(code, str) else str(status)
 
 
+def created_timeline(
+    load: _Load, since_start: Callable[[float], float | None]
+) -> dict[str, float | None]:
+    """When the 201s were answered (ms after the first send): the first, the half, the 90th
+    percentile and the last; and how long the 201s had waited, p50 and max (ms)."""
+    at, waited = sorted(load.created_at), sorted(load.created_waited)
+    if not at:
+        return {}
+
+    def nth(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    return {
+        "first_ms": since_start(at[0]),
+        "half_ms": since_start(nth(at, 0.5)),
+        "p90_ms": since_start(nth(at, 0.9)),
+        "last_ms": since_start(at[-1]),
+        "waited_p50_ms": round(nth(waited, 0.5) * 1000, 1),
+        "waited_max_ms": round(waited[-1] * 1000, 1),
+    }
+
+
 class _Load:
     """The shared state of one load run; the connections call back into it."""
 
@@ -130,6 +152,8 @@ class _Load:
         self.first_answer = 0.0
         self.last_answer = 0.0
         self.last_201 = 0.0
+        self.created_at: array[float] = array("d")  # each 201's answer instant
+        self.created_waited: array[float] = array("d")  # and its latency
 
     def exhausted(self) -> bool:
         return 0 < self.total <= self.next_n
@@ -152,6 +176,8 @@ class _Load:
         self.last_answer = now
         if status == 201:
             self.last_201 = now
+            self.created_at.append(now)
+            self.created_waited.append(now - sent)
         if self.phase == 1:
             self.measured[label] += 1
             self.latencies.append(now - sent)
@@ -345,6 +371,7 @@ async def _drive(spec: Mapping[str, Any]) -> dict[str, Any]:
         "last_201_ms": since_start(load.last_201),
         "first_answer_ms": since_start(load.first_answer),
         "last_answer_ms": since_start(load.last_answer),
+        "created_timeline": created_timeline(load, since_start),
         # a crowd's rate: every answer over the time from the first send to the last answer
         "answers_per_s": round(sum(load.everything.values()) / answering, 1) if answering else 0,
         "connections": len(conns),
