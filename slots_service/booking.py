@@ -348,11 +348,11 @@ _Reader = asyncpg.Connection | asyncpg.Pool
 def _grouped(rt: Runtime) -> _Decide:
     async def decide(params: BookParams) -> asyncpg.Record:
         row = await rt.bookings.decide(
-            (params.office_id, params.day, params.start_time), distinct(params), params
+            (params.office_id, params.day, params.start_time), distinct(params), params, _alone
         )
         if row is not None:
             return row
-        # its batch rolled back whole, or the statement left it to be decided alone
+        # its batch rolled back whole: decided alone
         async with connection(rt.pool) as conn:
             return await _alone(conn, params)
 

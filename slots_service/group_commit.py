@@ -30,10 +30,11 @@ this process or another, never deadlock on windows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from . import metrics
 from .db import translate
@@ -43,6 +44,10 @@ from .db import translate
 # asyncpg's client-side DataError, which its SQLSTATE class of the same name hides).
 _NOT_COMMITTED = (asyncpg.PostgresError, asyncpg.exceptions._base.DataError)
 
+
+_Conn = asyncpg.Connection | PoolConnectionProxy
+# How one booking is decided alone, in a transaction of its own on the connection given.
+Alone = Callable[[Any, Any], Awaitable[asyncpg.Record]]
 
 # A batch's arguments (each booking's, in their order) as the statement's own.
 Encode = Callable[[list[Any]], Sequence[object]]
@@ -58,6 +63,7 @@ class _Waiting(NamedTuple):
     distinct: tuple[object, ...]  # values no two bookings of a batch share (person, phone)
     args: Any  # one booking's, as `encode` takes them
     answer: asyncio.Future[asyncpg.Record | None]
+    alone: Alone | None  # how it is decided alone, when the statement answers `alone`
 
 
 class GroupCommit:
@@ -83,14 +89,19 @@ class GroupCommit:
         self._send_soon = False
 
     async def decide(
-        self, order: tuple[object, ...], distinct: tuple[object, ...], args: object
+        self,
+        order: tuple[object, ...],
+        distinct: tuple[object, ...],
+        args: object,
+        alone: Alone | None = None,
     ) -> asyncpg.Record | None:
-        """The statement's row for `args`, committed with whoever else waits now; None when the
-        batch was rolled back whole (its statement raised) or the statement answered `alone`:
-        decide it alone."""
+        """The statement's row for `args`, committed with whoever else waits now. When the
+        statement answered `alone`, the row `alone` gives, decided after the batch's commit in
+        the batch's order, one after the other (without `alone`: None). None when the batch
+        was rolled back whole (its statement raised): decide it alone."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[asyncpg.Record | None] = loop.create_future()
-        self._waiting.append(_Waiting(order, distinct, args, answer))
+        self._waiting.append(_Waiting(order, distinct, args, answer, alone))
         if not self._send_soon and len(self._running) < self._in_flight:
             # On the next turn of the loop: the requests read in this turn join the batch.
             self._send_soon = True
@@ -100,10 +111,8 @@ class GroupCommit:
     def _send(self) -> None:
         self._send_soon = False
         while self._waiting and len(self._running) < self._in_flight:
-            batch = self._take()
-            task = asyncio.get_running_loop().create_task(self._run(batch))
+            task = asyncio.get_running_loop().create_task(self._slot(self._take()))
             self._running.add(task)
-            task.add_done_callback(self._done)
 
     def _take(self) -> list[_Waiting]:
         """The next batch: the first waiting, at most `max_batch`, no two sharing a `distinct`
@@ -120,21 +129,44 @@ class GroupCommit:
         self._waiting = left
         return batch
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._send()
+    async def _slot(self, batch: list[_Waiting]) -> None:
+        """One of the `in_flight` slots: its batch, then, while bookings wait, the next one at
+        once, on the same connection. Each turn of the event loop a batch waits for is one that
+        a crowd's requests fill, so a batch's answers are set as soon as its rows are read (the
+        connection is given back after), and the next batch needs no task or connection of its
+        own."""
+        try:
+            while batch:
+                try:
+                    async with self._pool.acquire() as conn:
+                        while batch and await self._run(conn, batch):
+                            batch = self._take()
+                except BaseException as exc:  # no connection, or giving it back failed
+                    _fail(batch, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                # Those that came while the connection was given back, or after one lost under
+                # its batch (answered): on a connection of their own.
+                batch = self._take()
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.discard(task)
+            if self._waiting:  # cancelled with bookings waiting: another slot takes them
+                self._send()
 
-    async def _run(self, batch: list[_Waiting]) -> None:
+    async def _run(self, conn: _Conn, batch: list[_Waiting]) -> bool:
+        """Decide `batch` on `conn` and answer its callers; False when `conn` is lost."""
         live = [w for w in batch if not w.answer.done()]  # callers gone are left out
         try:
-            if live:
-                await self._decide(sorted(live, key=lambda w: w.order))
+            kept = await self._decide(conn, sorted(live, key=lambda w: w.order)) if live else True
+            return kept and not conn.is_closed()  # a server that ended it says so in an error
         finally:  # never a caller left waiting, whatever went wrong here (a bug)
             for w in live:
                 if not w.answer.done():
                     w.answer.set_exception(AssertionError("the batch gave no row for this"))
 
-    async def _decide(self, live: list[_Waiting]) -> None:
+    async def _decide(self, conn: _Conn, live: list[_Waiting]) -> bool:
         metrics.book_batch_size.observe(len(live))
         try:
             args = self._encode([w.args for w in live])
@@ -142,29 +174,56 @@ class GroupCommit:
             metrics.child(metrics.book_batches, "rolled_back").inc()
             for w in live:
                 _answer(w.answer, None)
-            return
+            return True
         try:
-            async with self._pool.acquire() as conn:
-                rows = await conn.fetch(self._query, *args)
+            rows = await conn.fetch(self._query, *args)
         except _NOT_COMMITTED:  # rolled back whole, or never sent: decided alone
             metrics.child(metrics.book_batches, "rolled_back").inc()
             for w in live:
                 _answer(w.answer, None)
+            return True
         except BaseException as exc:  # the connection, or this task, is gone: fail them all
             metrics.child(metrics.book_batches, "failed").inc()
-            for w in live:
-                if w.answer.done():
-                    continue
-                if isinstance(exc, Exception):
-                    w.answer.set_exception(translate(exc) or exc)
-                else:
-                    w.answer.cancel()
+            _fail(live, exc)
             if not isinstance(exc, Exception):  # cancelled: this task ends so too
                 raise
-        else:
-            metrics.child(metrics.book_batches, "committed").inc()
-            for w, row in zip(live, rows, strict=False):  # a row per booking, in their order
-                _answer(w.answer, None if row["alone"] else row)
+            return False
+        metrics.child(metrics.book_batches, "committed").inc()
+        alone: list[_Waiting] = []
+        for w, row in zip(live, rows, strict=False):  # a row per booking, in their order
+            if not row["alone"]:
+                _answer(w.answer, row)
+            elif w.alone is None:
+                _answer(w.answer, None)
+            else:
+                alone.append(w)
+        return await self._alone(conn, alone)
+
+    async def _alone(self, conn: _Conn, alone: list[_Waiting]) -> bool:
+        """The batch's bookings the statement answered `alone`, each in a transaction of its
+        own, one after the other in their order; False when `conn` is lost (the one decided
+        then fails, the ones after it are answered None: decided alone by their callers)."""
+        for i, w in enumerate(alone):
+            if conn.is_closed():  # ended by the server (its error went to the one before)
+                for later in alone[i:]:
+                    _answer(later.answer, None)
+                return False
+            if w.answer.done() or w.alone is None:
+                continue
+            try:
+                row = await w.alone(conn, w.args)
+            except asyncpg.PostgresError as exc:  # its own refusal: the connection is fine
+                w.answer.set_exception(exc)
+            except BaseException as exc:
+                _fail([w], exc)
+                for later in alone[i + 1 :]:
+                    _answer(later.answer, None)
+                if not isinstance(exc, Exception):
+                    raise
+                return False
+            else:
+                _answer(w.answer, row)
+        return True
 
     async def finish(self) -> None:
         """At shutdown: the batches in Postgres end before the pool closes."""
@@ -175,3 +234,14 @@ class GroupCommit:
 def _answer(answer: asyncio.Future[asyncpg.Record | None], row: asyncpg.Record | None) -> None:
     if not answer.done():  # its caller may have gone (cancelled) meanwhile
         answer.set_result(row)
+
+
+def _fail(batch: list[_Waiting], exc: BaseException) -> None:
+    """The callers of `batch` not answered yet get `exc` (as the service's own error)."""
+    for w in batch:
+        if w.answer.done():
+            continue
+        if isinstance(exc, Exception):
+            w.answer.set_exception(translate(exc) or exc)
+        else:
+            w.answer.cancel()

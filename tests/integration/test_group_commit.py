@@ -176,6 +176,56 @@ SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord)
     assert [r["x"] for r in await pool.fetch("SELECT x FROM gc_probe ORDER BY x")] == [2, 4]
 
 
+async def test_the_ones_answered_alone_are_decided_after_the_commit_one_after_the_other(
+    pool: asyncpg.Pool,
+) -> None:
+    odd_alone = """
+WITH ins AS (INSERT INTO gc_probe (x) SELECT x FROM unnest($1::int[]) AS x WHERE x % 2 = 0)
+SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord"""
+    seen_by: dict[int, list[int]] = {}
+
+    async def alone(conn: asyncpg.Connection, args: tuple[int]) -> asyncpg.Record:
+        (x,) = args
+        seen_by[x] = [r["x"] for r in await conn.fetch("SELECT x FROM gc_probe ORDER BY x")]
+        row = await conn.fetchrow("INSERT INTO gc_probe VALUES ($1) RETURNING x, false AS alone", x)
+        assert row is not None
+        return row
+
+    commit = GroupCommit(pool, odd_alone, max_batch=64, in_flight=1)
+    rows = await asyncio.gather(*(commit.decide((x,), (x,), (x,), alone) for x in [1, 2, 3, 4]))
+    assert [row and row["x"] for row in rows] == [1, 2, 3, 4]
+    # each saw the batch committed, and 3 saw 1 decided before it
+    assert seen_by == {1: [2, 4], 3: [1, 2, 4]}
+
+
+async def test_a_connection_lost_deciding_one_alone_fails_it_and_leaves_the_next_to_its_caller(
+    pool: asyncpg.Pool,
+) -> None:
+    odd_alone = """
+WITH ins AS (INSERT INTO gc_probe (x) SELECT x FROM unnest($1::int[]) AS x WHERE x % 2 = 0)
+SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord"""
+    asked: list[int] = []
+
+    async def alone(conn: asyncpg.Connection, args: tuple[int]) -> asyncpg.Record:
+        asked.append(args[0])
+        await pool.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        row = await conn.fetchrow("SELECT $1::int AS x, false AS alone", args[0])
+        assert row is not None
+        return row
+
+    commit = GroupCommit(pool, odd_alone, max_batch=64, in_flight=1)
+    rows = await asyncio.gather(
+        *(commit.decide((x,), (x,), (x,), alone) for x in [1, 2, 3, 4]), return_exceptions=True
+    )
+    assert isinstance(rows[0], Exception)  # its connection ended under it
+    assert rows[2] is None  # not tried there: its caller decides it alone
+    assert [row["x"] for row in (rows[1], rows[3]) if isinstance(row, asyncpg.Record)] == [2, 4]
+    assert asked == [1]
+    # the next batch is sent on a connection that works
+    assert (await commit.decide((6,), (6,), (6,)))["x"] == 6  # type: ignore[index]
+    assert [r["x"] for r in await pool.fetch("SELECT x FROM gc_probe ORDER BY x")] == [2, 4, 6]
+
+
 async def test_the_last_seats_go_to_a_batch_in_its_order_as_one_after_the_other(
     settings: Settings,
 ) -> None:
