@@ -13,15 +13,20 @@ the next batch.
 
 What each booking keeps:
 - **All or nothing, its own rules.** Each booking is decided by the rules it would be alone;
-  the seats of a window are shared among the batch's bookings of it in their order, and a
-  booking the statement cannot decide so (`alone`: it might have fit after another's refusal)
-  is answered None: decided alone.
+  the seats of a window are shared among the batch's bookings of it in their order, and the
+  bookings the statement cannot decide so (`alone`: it might have fit after another's refusal)
+  are decided alone after the batch's commit, one after the other in their order.
 - **Acknowledged only after the commit.** Every caller's answer waits for the batch's commit.
 - **A statement that raises rolls the whole batch back.** This happens on a race that a unique
   index caught, a deadlock, or a value Postgres cannot store. Then every booking of the batch is
   decided alone (`decide` answers None), as if no batch had been tried: nothing of it was
   committed.
 - **A lost connection fails every booking of the batch**, as it would have failed each alone.
+
+Each of the `in_flight` slots runs batch after batch on one connection while bookings wait, and
+answers a batch's callers as soon as its rows are read, before anything else: under a crowd
+every turn of the event loop is long, and each turn a batch waits for (a task to start, a
+connection given back) delays every seat of it.
 
 The statement locks a batch's windows in one order (office, day, start), so two batches, of
 this process or another, never deadlock on windows.
@@ -86,7 +91,7 @@ class GroupCommit:
         self._in_flight = in_flight
         self._waiting: list[_Waiting] = []
         self._running: set[asyncio.Task[None]] = set()
-        self._send_soon = False
+        self._starting: asyncio.Task[None] | None = None  # a slot that has not taken its batch
 
     async def decide(
         self,
@@ -102,17 +107,22 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[asyncpg.Record | None] = loop.create_future()
         self._waiting.append(_Waiting(order, distinct, args, answer, alone))
-        if not self._send_soon and len(self._running) < self._in_flight:
-            # On the next turn of the loop: the requests read in this turn join the batch.
-            self._send_soon = True
-            loop.call_soon(self._send)
+        self._start()
         return await answer
 
-    def _send(self) -> None:
-        self._send_soon = False
-        while self._waiting and len(self._running) < self._in_flight:
-            task = asyncio.get_running_loop().create_task(self._slot(self._take()))
+    def _start(self) -> None:
+        """A slot more, if one is free and none is about to take a batch. It takes its batch on
+        its first step, on the next turn of the loop: the requests read in this turn join it."""
+        if self._starting is None and self._waiting and len(self._running) < self._in_flight:
+            self._starting = task = asyncio.get_running_loop().create_task(self._slot())
             self._running.add(task)
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._starting is task:  # cancelled before its first step
+            self._starting = None
+        self._start()  # bookings that came while it gave its connection back, or cancelled
 
     def _take(self) -> list[_Waiting]:
         """The next batch: the first waiting, at most `max_batch`, no two sharing a `distinct`
@@ -129,31 +139,27 @@ class GroupCommit:
         self._waiting = left
         return batch
 
-    async def _slot(self, batch: list[_Waiting]) -> None:
+    async def _slot(self) -> None:
         """One of the `in_flight` slots: its batch, then, while bookings wait, the next one at
         once, on the same connection. Each turn of the event loop a batch waits for is one that
         a crowd's requests fill, so a batch's answers are set as soon as its rows are read (the
         connection is given back after), and the next batch needs no task or connection of its
         own."""
-        try:
-            while batch:
-                try:
-                    async with self._pool.acquire() as conn:
-                        while batch and await self._run(conn, batch):
-                            batch = self._take()
-                except BaseException as exc:  # no connection, or giving it back failed
-                    _fail(batch, exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                # Those that came while the connection was given back, or after one lost under
-                # its batch (answered): on a connection of their own.
-                batch = self._take()
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._running.discard(task)
-            if self._waiting:  # cancelled with bookings waiting: another slot takes them
-                self._send()
+        self._starting = None
+        batch = self._take()
+        self._start()  # more waiting than one batch: the next slot takes them
+        while batch:
+            try:
+                async with self._pool.acquire() as conn:
+                    while batch and await self._run(conn, batch):
+                        batch = self._take()
+            except BaseException as exc:  # no connection, or giving it back failed
+                _fail(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
+            # Those that came while the connection was given back, or after one lost under its
+            # batch (answered): on a connection of their own.
+            batch = self._take()
 
     async def _run(self, conn: _Conn, batch: list[_Waiting]) -> bool:
         """Decide `batch` on `conn` and answer its callers; False when `conn` is lost."""
