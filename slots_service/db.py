@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from typing import Any, TypeVar, cast
@@ -82,12 +82,26 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     RESET ALL`) on every release."""
 
 
-async def create_pool(url: str, size: int) -> asyncpg.Pool:
+async def create_pool(
+    url: str, size: int, warm: Sequence[tuple[str, Sequence[object]]] = (), open_at_least: int = 2
+) -> asyncpg.Pool:
+    """The pool, `open_at_least` of its connections always open (asyncpg closes the others
+    after a minute unused); each new connection runs each statement of `warm` once with its
+    arguments (ones that change nothing). A connection's first run of a statement prepares it
+    and reads its tables' catalog entries into the backend: for `book`, a crowd's first batch
+    spent most of its ~270 ms so (slower machine), so a new connection pays that before it is
+    used, not in the first crowd it meets (a pod started for the 00:00 release)."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        for query, args in warm:
+            await conn.fetch(query, *args)
+
     pool = await asyncpg.create_pool(
         url,
-        min_size=min(2, size),
+        min_size=min(open_at_least, size),
         max_size=size,
-        init=_init_connection,
+        init=init,
         reset=_keep_session,
         command_timeout=30,
         max_inactive_connection_lifetime=60,
