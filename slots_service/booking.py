@@ -285,7 +285,8 @@ async def _book(
         raise errors.DrawPending(instant(draw_at, office.tz) or "")
     await rt.days.ensure_opened(office, [req.date], now)
     attempts = (order.who.id_hmac[:12].hex(), rt.settings.rate_limit_per_person_per_minute, 60)
-    gate = await rt.seats.take(office.id, req.date, req.start, req.party_size, attempts)
+    once = None if keyed is None else (idempotency.mark(keyed), rt.settings.idempotency_lease_s)
+    gate = await rt.seats.take(office.id, req.date, req.start, req.party_size, attempts, once)
     if gate is Gate.FULL:  # the crowd's answer: Postgres is asked nothing but the key, if any
         refusal = errors.SlotFull()
         if keyed is not None:

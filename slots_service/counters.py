@@ -61,11 +61,19 @@ class Gate(enum.Enum):
     NO_WINDOW = "no_window"  # the day is counted, the window is not: Postgres will refuse
     BYPASSED = "bypassed"  # Redis unreachable: Postgres alone decides
     RATE_LIMITED = "rate_limited"
+    DUPLICATE = "duplicate"  # the Idempotency-Key's first request passed already: the key answers
 
 
-_ANSWERS = {"missing": Gate.MISSING, "nowindow": Gate.NO_WINDOW, "rate": Gate.RATE_LIMITED}
+_ANSWERS = {
+    "missing": Gate.MISSING,
+    "nowindow": Gate.NO_WINDOW,
+    "rate": Gate.RATE_LIMITED,
+    "dup": Gate.DUPLICATE,
+}
 # (who: a stable hash of the identity, attempts allowed, per how many seconds)
 Attempts = tuple[str, int, int]
+# (a stable hash of the request's API key and Idempotency-Key, seconds its mark lives)
+Once = tuple[str, int]
 
 
 def day_key(office_id: str, day: date) -> str:
@@ -188,15 +196,21 @@ class Counters:
         start: str,
         seats: int,
         attempts: Attempts | None = None,
+        once: Once | None = None,
     ) -> Gate:
         """Take seats at the gate; with `attempts`, count the person's try first (one round
-        trip for both). Raises RateLimited when the person tried too often."""
+        trip for both). Raises RateLimited when the person tried too often. With `once`, the
+        request's Idempotency-Key: DUPLICATE (nothing taken) when a request of the key passed
+        the gate before (take.lua)."""
         result, wait = Gate.BYPASSED, 0
         if self._usable():
             key = day_key(office_id, day)
             who, limit, window_s = attempts or ("", 0, 0)
             keys = [key, f"{key}:tries:{who}"]
             args: list[str | int] = [start, seats, limit, window_s]
+            if once is not None:
+                keys.append(f"{key}:once:{once[0]}")
+                args.append(once[1])
             try:
                 if self._gate is not None:
                     answer = await self._gate_take(keys, args)

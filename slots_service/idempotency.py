@@ -53,6 +53,12 @@ class Keyed:
     keep: timedelta
 
 
+def mark(keyed: Keyed) -> str:
+    """The key's name in the gate's mark of a key's first request (take.lua): a hash of the
+    API key's hash and the key, so no key is kept there as the caller wrote it."""
+    return hashlib.blake2b(keyed.api_key_hash + keyed.key.encode(), digest_size=16).hexdigest()
+
+
 # Answers about the request or the moment, not about the booking: a retry may be answered
 # otherwise, so they are never kept for the key.
 _NOT_KEPT = (

@@ -28,7 +28,8 @@ bookings = Counter(
 )
 gate = Counter(
     "slots_redis_gate",
-    "Redis gate answers: taken, full, missing (Postgres asked), bypassed (Redis down).",
+    "Redis gate answers: taken, full, missing (Postgres asked), bypassed (Redis down), "
+    "duplicate (an Idempotency-Key's later request: the key answers).",
     ["result"],
     registry=registry,
 )

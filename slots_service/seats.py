@@ -17,7 +17,7 @@ import asyncpg
 
 from . import errors
 from .clock import Clock
-from .counters import Attempts, Counters, Gate
+from .counters import Attempts, Counters, Gate, Once
 from .db import connection, queries
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,18 @@ class Seats:
         self._refilling: set[tuple[str, date]] = set()
 
     async def take(
-        self, office_id: str, day: date, start: str, seats: int, attempts: Attempts | None = None
+        self,
+        office_id: str,
+        day: date,
+        start: str,
+        seats: int,
+        attempts: Attempts | None = None,
+        once: Once | None = None,
     ) -> Gate:
         """Ask the gate first; with `attempts`, the person's try is counted in the same round
-        trip (RateLimited when they tried too often)."""
-        return await self.counters.take(office_id, day, start, seats, attempts)
+        trip (RateLimited when they tried too often); with `once`, the request's
+        Idempotency-Key is marked in it (DUPLICATE: a request of the key passed before)."""
+        return await self.counters.take(office_id, day, start, seats, attempts, once)
 
     def settle(self, gate: Gate, office_id: str, day: date) -> None:
         """Once Postgres answered, whatever it said: counters the gate found lost are refilled."""

@@ -6,6 +6,13 @@
 -- (nothing taken); 'missing' when the window is not in Redis (data lost: ask Postgres);
 -- 'nowindow' when the day is counted but has no such window (Postgres will refuse it);
 -- 'rate:<seconds>' when the person made too many attempts (nothing taken).
+-- KEYS[3] (only for a request with an Idempotency-Key): the key's mark on that office-day
+--          (same hash tag), living ARGV[5] seconds (Redis's own clock: a duration). The first
+--          request of a key sets it; a later one finds it and gets 'dup' (nothing taken): the
+--          key's first request passed the gate, and what the key answers decides. So a key's
+--          duplicates never take the seats its own booking needs (ten at once of a window of
+--          three: three took them, seven were refused as full, and a refusal kept for the key
+--          could answer all ten). The attempt counts first: a duplicate is an attempt too.
 local limit = tonumber(ARGV[3])
 if limit > 0 then
   local n = redis.call('INCR', KEYS[2])
@@ -17,6 +24,9 @@ if limit > 0 then
     if ttl < 1 then ttl = 1 end
     return 'rate:' .. ttl
   end
+end
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[5])) then
+  return 'dup'
 end
 local rem = redis.call('HGET', KEYS[1], ARGV[1])
 if not rem then

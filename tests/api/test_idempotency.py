@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from slots_service import booking, errors, idempotency
 from slots_service.config import Settings
@@ -124,6 +126,36 @@ async def test_keys_are_per_api_key(catalog: httpx.AsyncClient) -> None:
     # And each key replays its own answer.
     replay = await post(catalog, writer_body, "shared-key", Authorization=f"Bearer {WRITER_KEY}")
     assert replay.content == theirs.content
+
+
+async def _gate_answers(client: httpx.AsyncClient) -> Counter[str]:
+    text = (await client.get("/metrics")).text
+    return Counter(
+        {
+            s.labels["result"]: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "slots_redis_gate_total"
+        }
+    )
+
+
+async def test_a_keys_duplicates_take_no_seat_at_the_gate(catalog: httpx.AsyncClient) -> None:
+    """Only a key's first request takes its seats at the gate; the others are answered by the
+    key. (Ten duplicates at once of a window of three once took all three seats at the gate,
+    seven were refused there as full, and one of those refusals, kept for the key first,
+    answered all ten: no booking, three seats free.)"""
+    body = booking_body()
+    before = await _gate_answers(catalog)
+    first = await post(catalog, body, "once-1")
+    assert first.status_code == 201, first.text
+    for _ in range(3):
+        again = await post(catalog, body, "once-1")
+        assert (again.status_code, again.content) == (201, first.content)
+    gate = await _gate_answers(catalog)
+    gate.subtract(before)
+    assert (gate["taken"], gate["duplicate"]) == (1, 3)
+    assert await remaining(catalog, WEDNESDAY, "09:00") == 2
 
 
 async def test_concurrent_duplicates_book_once(

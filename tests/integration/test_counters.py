@@ -7,9 +7,10 @@ import asyncio
 from datetime import date
 
 import pytest
+import redis.asyncio as aioredis
 
 from slots_service import errors
-from slots_service.counters import Counters, Gate
+from slots_service.counters import Counters, Gate, day_key
 from slots_service.devservers import free_port
 
 DAY = date(2026, 11, 25)
@@ -73,4 +74,31 @@ async def test_a_person_trying_too_often_is_rate_limited(redis_url: str) -> None
         assert 1 <= refused.value.retry_after <= 60
         assert await counters.take("o", DAY, "09:00", 1, ("someone-else", 2, 60)) is Gate.FULL
     finally:
+        await counters.close()
+
+
+async def test_an_idempotency_keys_later_requests_take_nothing_at_the_gate(redis_url: str) -> None:
+    """The first request of a key marks it in the gate; its duplicates get DUPLICATE and take
+    no seat (the key answers them), whoever else books on."""
+    counters = Counters(redis_url, timeout_s=0.5)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await counters.fill("o", DAY, {"09:00": 3}, 2_000_000_000, replace=False)
+        once = ("key-one", 10)
+        assert await counters.take("o", DAY, "09:00", 1, once=once) is Gate.TAKEN
+        for _ in range(5):
+            assert await counters.take("o", DAY, "09:00", 1, once=once) is Gate.DUPLICATE
+        assert await counters.take("o", DAY, "09:00", 1, once=("key-two", 10)) is Gate.TAKEN
+        assert await counters.take("o", DAY, "09:00", 1) is Gate.TAKEN
+        assert await counters.take("o", DAY, "09:00", 1, once=("key-three", 10)) is Gate.FULL
+        # the mark lives the seconds it was given, counted by Redis's own clock
+        assert 1 <= await client.ttl(f"{day_key('o', DAY)}:once:key-one") <= 10
+        # a duplicate is an attempt too: the person's limit counts it
+        tries = ("someone", 2, 60)
+        await counters.take("o", DAY, "09:00", 1, tries, ("key-four", 10))
+        await counters.take("o", DAY, "09:00", 1, tries, ("key-four", 10))
+        with pytest.raises(errors.RateLimited):
+            await counters.take("o", DAY, "09:00", 1, tries, ("key-four", 10))
+    finally:
+        await client.aclose()
         await counters.close()

@@ -2,12 +2,15 @@
 transaction, and each keeps what it promised alone. On real Postgres, really concurrent:
 - the callers of one batch each get their own row, all committed by one transaction;
 - two bookings sharing a person or a phone are never in one batch;
-- a booking the statement answers `alone` is decided alone, and a window's last seats go to
-  the batch's bookings in their order, as one after the other;
+- a booking the statement answers `alone` is decided alone after the batch's commit, one
+  after the other in the batch's order, and a window's last seats go to the batch's bookings in
+  their order, as one after the other; a connection lost deciding one alone fails that one and
+  leaves the next to its caller;
 - a statement that raises rolls its whole batch back, and every booking of it is then decided
   alone, with the answer it would have had alone;
 - a batch whose connection gives no answer fails every caller with 503 and commits nothing;
-- a caller that left before its batch was sent is not booked.
+- a caller that left before its batch was sent is not booked;
+- a runtime's pool keeps the batches' connections open, each with `book` prepared.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 
 from slots_service import booking, errors, metrics, people
 from slots_service.config import Settings
+from slots_service.db import queries
 from slots_service.group_commit import GroupCommit
 from slots_service.models import BookingIn
 from slots_service.runtime import Runtime
@@ -337,3 +341,26 @@ async def _until_waiting_on_a_lock(conn: asyncpg.Connection) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no statement waited for the uncommitted phone")
+
+
+async def test_a_new_runtimes_connections_are_open_and_have_book_prepared(
+    settings: Settings,
+) -> None:
+    """A crowd's first batches find their connections open and `book` prepared on them: the
+    pool keeps the batches' connections and two more open, and each new one prepares `book`."""
+    rt = await Runtime.start(replace(settings, redis_url=""))
+    try:
+        assert rt.pool.get_size() >= settings.book_batch_in_flight + 2
+        held = [await rt.pool.acquire() for _ in range(settings.book_batch_in_flight + 2)]
+        try:
+            for conn in held:
+                prepared = await conn.fetchval(
+                    "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1",
+                    queries["book"],
+                )
+                assert prepared == 1
+        finally:
+            for conn in held:
+                await rt.pool.release(conn)
+    finally:
+        await rt.close()
