@@ -42,6 +42,12 @@ SELECT u.x, ins.tx, false AS alone
 FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) JOIN ins USING (x) ORDER BY u.ord"""
 
 
+# The even ones inserted by the batch, the odd ones answered `alone`.
+_ODD_ALONE = """
+WITH ins AS (INSERT INTO gc_probe (x) SELECT x FROM unnest($1::int[]) AS x WHERE x % 2 = 0)
+SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord"""
+
+
 def _slow(seconds: float) -> str:
     return f"""
 WITH ins AS (INSERT INTO gc_probe SELECT x FROM unnest($1::int[]) AS x, pg_sleep({seconds}))
@@ -171,10 +177,7 @@ async def test_two_callers_sharing_a_distinct_value_are_never_in_one_batch(
 
 
 async def test_a_caller_the_statement_answers_alone_is_decided_alone(pool: asyncpg.Pool) -> None:
-    odd_alone = """
-WITH ins AS (INSERT INTO gc_probe (x) SELECT x FROM unnest($1::int[]) AS x WHERE x % 2 = 0)
-SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord"""
-    commit = GroupCommit(pool, odd_alone, max_batch=64, in_flight=1)
+    commit = GroupCommit(pool, _ODD_ALONE, max_batch=64, in_flight=1)
     rows = await asyncio.gather(*(commit.decide((x,), (x,), (x,)) for x in [1, 2, 3, 4]))
     assert [row and row["x"] for row in rows] == [None, 2, None, 4]
     assert [r["x"] for r in await pool.fetch("SELECT x FROM gc_probe ORDER BY x")] == [2, 4]
@@ -183,9 +186,6 @@ SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord)
 async def test_the_ones_answered_alone_are_decided_after_the_commit_one_after_the_other(
     pool: asyncpg.Pool,
 ) -> None:
-    odd_alone = """
-WITH ins AS (INSERT INTO gc_probe (x) SELECT x FROM unnest($1::int[]) AS x WHERE x % 2 = 0)
-SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord"""
     seen_by: dict[int, list[int]] = {}
 
     async def alone(conn: asyncpg.Connection, args: tuple[int]) -> asyncpg.Record:
@@ -195,7 +195,7 @@ SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord)
         assert row is not None
         return row
 
-    commit = GroupCommit(pool, odd_alone, max_batch=64, in_flight=1)
+    commit = GroupCommit(pool, _ODD_ALONE, max_batch=64, in_flight=1)
     rows = await asyncio.gather(*(commit.decide((x,), (x,), (x,), alone) for x in [1, 2, 3, 4]))
     assert [row and row["x"] for row in rows] == [1, 2, 3, 4]
     # each saw the batch committed, and 3 saw 1 decided before it
@@ -205,9 +205,6 @@ SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord)
 async def test_a_connection_lost_deciding_one_alone_fails_it_and_leaves_the_next_to_its_caller(
     pool: asyncpg.Pool,
 ) -> None:
-    odd_alone = """
-WITH ins AS (INSERT INTO gc_probe (x) SELECT x FROM unnest($1::int[]) AS x WHERE x % 2 = 0)
-SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord"""
     asked: list[int] = []
 
     async def alone(conn: asyncpg.Connection, args: tuple[int]) -> asyncpg.Record:
@@ -217,7 +214,7 @@ SELECT x, x % 2 = 1 AS alone FROM unnest($1::int[]) WITH ORDINALITY AS u(x, ord)
         assert row is not None
         return row
 
-    commit = GroupCommit(pool, odd_alone, max_batch=64, in_flight=1)
+    commit = GroupCommit(pool, _ODD_ALONE, max_batch=64, in_flight=1)
     rows = await asyncio.gather(
         *(commit.decide((x,), (x,), (x,), alone) for x in [1, 2, 3, 4]), return_exceptions=True
     )
