@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -140,6 +141,28 @@ async def test_pages_follow_next_and_show_each_event_once(catalog: httpx.AsyncCl
     assert {e["id"] for e in newer}.isdisjoint(e["id"] for e in everything)
     whole, _ = await events(catalog)
     assert whole == everything + newer
+
+
+async def test_an_event_waits_for_every_older_transaction_then_shows_once(
+    catalog: httpx.AsyncClient, database_url: str
+) -> None:
+    """The feed is in commit order: an event shows once no transaction older than its own can
+    still commit (any of the cluster's: a late one must land after the cursors handed out)."""
+    await book(catalog, start="09:00")
+    _, cursor = await events(catalog)
+    holder = await asyncpg.connect(database_url)
+    try:
+        older = holder.transaction()
+        await older.start()
+        await holder.fetchval("SELECT pg_current_xact_id()")  # an id older than the booking's
+        later = await book(catalog, start="09:30")  # committed: its answer says so
+        assert await events(catalog, cursor) == ([], cursor)
+        await older.commit()
+    finally:
+        await holder.close()
+    shown, after = await events(catalog, cursor)
+    assert [(e["type"], e["booking"]["id"]) for e in shown] == [("booking.created", later["id"])]
+    assert await events(catalog, after) == ([], after)
 
 
 async def test_empty_feed(catalog: httpx.AsyncClient) -> None:

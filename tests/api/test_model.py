@@ -20,6 +20,7 @@ and event loop; the state machine stays synchronous).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from dataclasses import dataclass
@@ -1018,6 +1019,7 @@ class Model(RuleBasedStateMachine):
             assert [b["id"] for b in standing["active_bookings"]] == ([active.id] if active else [])
 
     def events_agree(self) -> None:
+        self.portal.call(_wait_for_older_transactions, self.db)
         params: dict[str, str | int] = {"limit": 1000}
         if self.cursor is not None:
             params["after"] = self.cursor
@@ -1030,6 +1032,21 @@ class Model(RuleBasedStateMachine):
         assert found == expected
         self.cursor = page["next"]
         self.expected.clear()
+
+
+async def _wait_for_older_transactions(db: asyncpg.Connection) -> None:
+    """Until every transaction that had an id when this was called has ended.
+
+    The feed shows an event once every transaction older than its own has ended (its order is
+    the commit order, and a late commit never lands before a cursor handed out), and any
+    transaction of the cluster counts: another database's, an autovacuum's ANALYZE. One of them
+    still running when a step ends would hold that step's events back for a while."""
+    newest = int(await db.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
+    for _ in range(1200):  # a minute: an older transaction running longer is a fault of its own
+        if int(await db.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")) >= newest:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("a transaction older than the step's events ran for a minute")
 
 
 def seen(event: dict[str, Any]) -> tuple[str, str, str, str | None]:
