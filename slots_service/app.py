@@ -359,7 +359,7 @@ def asgi_app() -> Any:
     gc.set_threshold(5_000, 10, 10)
     # granian's threads hand each request, body and answer to the event loop's thread under
     # the GIL, and a thread that asks for it waits up to the switch interval while the loop
-    # runs Python. 1 ms instead of 5: ten alternating pairs, hot 4 147 -> 4 467 and book
-    # 3 997 -> 4 212 bookings/s (means), flash and crowd within noise (0.5 and 0.1 ms: less).
+    # runs Python. 1 ms instead of 5: sixteen alternating pairs, hot 4 026 -> 4 412 bookings/s
+    # (means; higher in 11), book, flash and crowd within noise (0.5 and 0.1 ms: book less).
     sys.setswitchinterval(0.001)
     return app

@@ -9,14 +9,14 @@ import sys
 from tests.conftest import ROOT
 
 _SHOW = (
-    "import gc; from slots_service.app import asgi_app; app = asgi_app(); "
-    "print(type(app).__name__, gc.get_freeze_count())"
+    "import gc, sys; from slots_service.app import asgi_app; app = asgi_app(); "
+    "print(type(app).__name__, gc.get_freeze_count(), sys.getswitchinterval())"
 )
 
 
-def test_the_factory_freezes_what_start_up_made() -> None:
-    """Everything the imports and the app made is left out of the collector's passes (a pass
-    over all of it was a ~25 ms pause under load), so a worker's heap at start is frozen."""
+def _worker() -> tuple[str, int, float]:
+    """The factory run in a process of its own, as a granian worker runs it: the app's type,
+    what it froze, and the process's GIL switch interval."""
     env = {
         **os.environ,
         "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",  # the factory connects nothing
@@ -27,6 +27,20 @@ def test_the_factory_freezes_what_start_up_made() -> None:
         [sys.executable, "-c", _SHOW], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    kind, frozen = done.stdout.split()
+    kind, frozen, interval = done.stdout.split()
+    return kind, int(frozen), float(interval)
+
+
+def test_the_factory_freezes_what_start_up_made() -> None:
+    """Everything the imports and the app made is left out of the collector's passes (a pass
+    over all of it was a ~25 ms pause under load), so a worker's heap at start is frozen."""
+    kind, frozen, _ = _worker()
     assert kind == "Litestar"
-    assert int(frozen) > 10_000  # the imports alone: Litestar, msgspec, asyncpg, redis-py, ...
+    assert frozen > 10_000  # the imports alone: Litestar, msgspec, asyncpg, redis-py, ...
+
+
+def test_a_worker_hands_the_gil_over_within_a_millisecond() -> None:
+    """granian's threads hand the event loop each request under the GIL: a worker lets a
+    thread that asks for it wait at most 1 ms (Python's default is 5 ms)."""
+    _, _, interval = _worker()
+    assert interval == 0.001
