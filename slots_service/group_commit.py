@@ -50,6 +50,13 @@ from .db import translate
 _NOT_COMMITTED = (asyncpg.PostgresError, asyncpg.exceptions._base.DataError)
 
 
+# The server ended the connection: errors of the PostgresError family that are no refusal.
+_LOST = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
 _Conn = asyncpg.Connection | PoolConnectionProxy
 # How one booking is decided alone, in a transaction of its own on the connection given.
 Alone = Callable[[Any, Any], Awaitable[asyncpg.Record]]
@@ -166,7 +173,7 @@ class GroupCommit:
         live = [w for w in batch if not w.answer.done()]  # callers gone are left out
         try:
             kept = await self._decide(conn, sorted(live, key=lambda w: w.order)) if live else True
-            return kept and not conn.is_closed()  # a server that ended it says so in an error
+            return kept and not _lost(conn)  # a server that ended it says so in an error
         finally:  # never a caller left waiting, whatever went wrong here (a bug)
             for w in live:
                 if not w.answer.done():
@@ -210,7 +217,7 @@ class GroupCommit:
         own, one after the other in their order; False when `conn` is lost (the one decided
         then fails, the ones after it are answered None: decided alone by their callers)."""
         for i, w in enumerate(alone):
-            if conn.is_closed():  # ended by the server (its error went to the one before)
+            if _lost(conn):  # ended by the server (its error went to the one before)
                 for later in alone[i:]:
                     _answer(later.answer, None)
                 return False
@@ -218,23 +225,32 @@ class GroupCommit:
                 continue
             try:
                 row = await w.alone(conn, w.args)
-            except asyncpg.PostgresError as exc:  # its own refusal: the connection is fine
-                w.answer.set_exception(exc)
             except BaseException as exc:
+                if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _LOST):
+                    w.answer.set_exception(exc)  # its own refusal: the connection is fine
+                    continue
                 _fail([w], exc)
                 for later in alone[i + 1 :]:
                     _answer(later.answer, None)
                 if not isinstance(exc, Exception):
                     raise
                 return False
-            else:
-                _answer(w.answer, row)
+            _answer(w.answer, row)
         return True
 
     async def finish(self) -> None:
         """At shutdown: the batches in Postgres end before the pool closes."""
         while self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _lost(conn: _Conn) -> bool:
+    """The connection has ended. The pool takes back a connection the server ended under its
+    holder, and the holder's proxy then raises on every call, `is_closed` included."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 def _answer(answer: asyncio.Future[asyncpg.Record | None], row: asyncpg.Record | None) -> None:

@@ -227,6 +227,43 @@ async def test_a_connection_lost_deciding_one_alone_fails_it_and_leaves_the_next
     assert [r["x"] for r in await pool.fetch("SELECT x FROM gc_probe ORDER BY x")] == [2, 4, 6]
 
 
+async def test_a_connection_the_pool_took_back_under_the_alone_ones_leaves_the_next_to_its_caller(
+    pool: asyncpg.Pool,
+) -> None:
+    """CI once answered a booking "the batch gave no row for this": the server ended the
+    connection under the first one decided alone, asyncpg raised ConnectionDoesNotExistError
+    (a PostgresError), and the pool then took the connection back, after which the batch's
+    handle to it raises on every call. That order, made certain here: the connection is really
+    ended and really taken back before the driver's error is raised. The bookings after the
+    failed one are still left to their callers."""
+    asked: list[int] = []
+
+    async def alone(conn: asyncpg.Connection, args: tuple[int]) -> asyncpg.Record:
+        asked.append(args[0])
+        await pool.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        for _ in range(500):  # until the pool has read the end and taken the connection back
+            try:
+                conn.is_closed()
+            except asyncpg.InterfaceError:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the pool never took the ended connection back")
+        raise asyncpg.exceptions.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        )
+
+    commit = GroupCommit(pool, _ODD_ALONE, max_batch=64, in_flight=1)
+    rows = await asyncio.gather(
+        *(commit.decide((x,), (x,), (x,), alone) for x in [1, 2, 3, 4]), return_exceptions=True
+    )
+    assert isinstance(rows[0], errors.Unavailable)  # the service's 503, nothing booked
+    assert rows[2] is None  # not tried there: its caller decides it alone
+    assert [row["x"] for row in (rows[1], rows[3]) if isinstance(row, asyncpg.Record)] == [2, 4]
+    assert asked == [1]
+    assert (await commit.decide((6,), (6,), (6,)))["x"] == 6  # type: ignore[index]
+
+
 async def test_the_last_seats_go_to_a_batch_in_its_order_as_one_after_the_other(
     settings: Settings,
 ) -> None:
