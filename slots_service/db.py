@@ -122,12 +122,16 @@ _CONSTRAINT_ERRORS: dict[str, Callable[[], errors.DomainError]] = {
     "waitlist_identities_pkey": lambda: errors.WaitlistEntryExists(None),
 }
 
-_UNAVAILABLE = (
-    OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
+# The server ended the connection: PostgresErrors, but no refusal of a statement's.
+CONNECTION_ENDED = (
+    asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.AdminShutdownError,  # the server stops: it ends our connections
     asyncpg.exceptions.CrashShutdownError,
+)
+_UNAVAILABLE = (
+    OSError,
+    *CONNECTION_ENDED,
+    asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
     TimeoutError,
@@ -152,7 +156,7 @@ def translate(exc: BaseException) -> errors.DomainError | None:
         return factory() if factory is not None else None
     if isinstance(exc, _UNSTORABLE):
         return errors.InvalidRequest("the request holds a value that cannot be stored")
-    if isinstance(exc, (_UNAVAILABLE, asyncpg.exceptions.PostgresConnectionError)):
+    if isinstance(exc, _UNAVAILABLE):
         return errors.Unavailable()
     return None
 

@@ -42,20 +42,13 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from . import metrics
-from .db import translate
+from .db import CONNECTION_ENDED, translate
 
 # Errors after which nothing of a batch was committed: Postgres refused a statement (the
 # implicit transaction was rolled back), or a parameter could not even be encoded (nothing sent:
 # asyncpg's client-side DataError, which its SQLSTATE class of the same name hides).
 _NOT_COMMITTED = (asyncpg.PostgresError, asyncpg.exceptions._base.DataError)
 
-
-# The server ended the connection: errors of the PostgresError family that are no refusal.
-_LOST = (
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-)
 
 _Conn = asyncpg.Connection | PoolConnectionProxy
 # How one booking is decided alone, in a transaction of its own on the connection given.
@@ -226,7 +219,7 @@ class GroupCommit:
             try:
                 row = await w.alone(conn, w.args)
             except BaseException as exc:
-                if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _LOST):
+                if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, CONNECTION_ENDED):
                     w.answer.set_exception(exc)  # its own refusal: the connection is fine
                     continue
                 _fail([w], exc)
