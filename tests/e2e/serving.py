@@ -3,6 +3,8 @@ group against the test's Postgres and Valkey, ready once `/readyz` answers 200."
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +27,20 @@ class Served:
         """What the server logged at ERROR level (unexpected faults)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(line for line in text.splitlines() if " ERROR " in line)
+
+    async def request_lines(self, *request_ids: str, within: float = 10) -> list[dict[str, Any]]:
+        """The request lines logged so far, once there is one for each of `request_ids`: a
+        worker writes the lines of one turn of its event loop after the turn, so a request's
+        line may follow its answer by a moment."""
+        deadline = time.monotonic() + within
+        while True:
+            text = self.log.read_text(errors="replace") if self.log.exists() else ""
+            whole = text[: text.rfind("\n") + 1]  # a line being written is not read yet
+            lines = [json.loads(x) for x in whole.splitlines() if '"route"' in x]
+            found = {line.get("request_id") for line in lines}
+            if set(request_ids) <= found or time.monotonic() > deadline:
+                return lines
+            await asyncio.sleep(0.05)
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM, then SIGKILL the group if it does not end in time; the exit code."""

@@ -89,7 +89,7 @@ async def test_one_scrape_counts_what_both_workers_did(
                 for _ in range(20)
             )
         )
-        lines = [json.loads(x) for x in served.log.read_text().splitlines() if '"route"' in x]
+        lines = await served.request_lines()
         booked_by = {line["pid"] for line in lines if line["route"] == "/v1/bookings"}
         if len(booked_by) == 2:
             break
@@ -138,7 +138,8 @@ async def test_every_request_is_one_json_line_with_its_request_id(
     booking_id = created.json()["id"]
     got = await http.get(f"/v1/bookings/{booking_id}")
     assert got.status_code == 200
-    lines = [json.loads(line) for line in served.log.read_text().splitlines() if '"route"' in line]
+    asked = [given, made, created, got]
+    lines = await served.request_lines(*(r.headers["x-request-id"] for r in asked))
     by_id = {line["request_id"]: line for line in lines}
     assert by_id["caller-id-1"]["route"] == "/healthz"
     assert by_id["caller-id-1"]["status"] == 200
